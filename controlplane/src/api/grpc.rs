@@ -1,0 +1,131 @@
+//! gRPC `AdminService`: each method is one service-layer call.
+
+use gateway_proto::v1::admin_service_server::AdminService;
+use gateway_proto::v1::{
+    ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest, GetStatusRequest,
+    HealthCheckPolicy, ListDataPlanesResponse, ListHealthChecksResponse, ListRequest,
+    ListRoutesResponse, ListUpstreamsResponse, Route, Status as ConfigStatus, Upstream,
+};
+use tonic::{Request, Response, Status};
+
+use crate::service::ConfigService;
+
+pub struct AdminApi {
+    service: ConfigService,
+}
+
+impl AdminApi {
+    pub fn new(service: ConfigService) -> Self {
+        AdminApi { service }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
+        Ok(Response::new(
+            self.service.create(request.into_inner()).await?.0,
+        ))
+    }
+    async fn get_upstream(&self, request: Request<GetRequest>) -> Reply<Upstream> {
+        Ok(Response::new(
+            self.service.get(&request.into_inner().name).await?,
+        ))
+    }
+    async fn list_upstreams(&self, _: Request<ListRequest>) -> Reply<ListUpstreamsResponse> {
+        Ok(Response::new(ListUpstreamsResponse {
+            items: self.service.list().await?,
+        }))
+    }
+    async fn replace_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
+        Ok(Response::new(
+            self.service.replace(request.into_inner()).await?.0,
+        ))
+    }
+    async fn delete_upstream(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let version = self
+            .service
+            .delete::<Upstream>(&request.into_inner().name)
+            .await?;
+        Ok(Response::new(DeleteResponse { version }))
+    }
+
+    async fn create_route(&self, request: Request<Route>) -> Reply<Route> {
+        Ok(Response::new(
+            self.service.create(request.into_inner()).await?.0,
+        ))
+    }
+    async fn get_route(&self, request: Request<GetRequest>) -> Reply<Route> {
+        Ok(Response::new(
+            self.service.get(&request.into_inner().name).await?,
+        ))
+    }
+    async fn list_routes(&self, _: Request<ListRequest>) -> Reply<ListRoutesResponse> {
+        Ok(Response::new(ListRoutesResponse {
+            items: self.service.list().await?,
+        }))
+    }
+    async fn replace_route(&self, request: Request<Route>) -> Reply<Route> {
+        Ok(Response::new(
+            self.service.replace(request.into_inner()).await?.0,
+        ))
+    }
+    async fn delete_route(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let version = self
+            .service
+            .delete::<Route>(&request.into_inner().name)
+            .await?;
+        Ok(Response::new(DeleteResponse { version }))
+    }
+
+    async fn create_health_check(
+        &self,
+        request: Request<HealthCheckPolicy>,
+    ) -> Reply<HealthCheckPolicy> {
+        Ok(Response::new(
+            self.service.create(request.into_inner()).await?.0,
+        ))
+    }
+    async fn get_health_check(&self, request: Request<GetRequest>) -> Reply<HealthCheckPolicy> {
+        Ok(Response::new(
+            self.service.get(&request.into_inner().name).await?,
+        ))
+    }
+    async fn list_health_checks(&self, _: Request<ListRequest>) -> Reply<ListHealthChecksResponse> {
+        Ok(Response::new(ListHealthChecksResponse {
+            items: self.service.list().await?,
+        }))
+    }
+    async fn replace_health_check(
+        &self,
+        request: Request<HealthCheckPolicy>,
+    ) -> Reply<HealthCheckPolicy> {
+        Ok(Response::new(
+            self.service.replace(request.into_inner()).await?.0,
+        ))
+    }
+    async fn delete_health_check(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let version = self
+            .service
+            .delete::<HealthCheckPolicy>(&request.into_inner().name)
+            .await?;
+        Ok(Response::new(DeleteResponse { version }))
+    }
+
+    async fn apply(&self, request: Request<ApplyRequest>) -> Reply<ApplyResponse> {
+        let config = request.into_inner().config.unwrap_or_default();
+        Ok(Response::new(self.service.apply(config).await?))
+    }
+
+    async fn list_data_planes(&self, _: Request<ListRequest>) -> Reply<ListDataPlanesResponse> {
+        Ok(Response::new(ListDataPlanesResponse {
+            items: self.service.dataplanes().await?,
+        }))
+    }
+
+    async fn get_status(&self, _: Request<GetStatusRequest>) -> Reply<ConfigStatus> {
+        Ok(Response::new(self.service.status().await?))
+    }
+}

@@ -1,0 +1,186 @@
+//! The service layer: every admin operation, once, for both the REST and the gRPC adapters.
+
+use gateway_proto::kind::Resource;
+use gateway_proto::v1::{
+    ApplyResponse, Config, DataPlane, HealthCheckPolicy, Route, Status, Upstream,
+};
+
+use crate::error::ApiError;
+use crate::snapshot::Snapshots;
+use crate::store::{ChangeOp, Commit, Store, StoredResource};
+
+#[derive(Clone)]
+pub struct ConfigService {
+    store: Store,
+    snapshots: Snapshots,
+}
+
+/// What must be gone before a resource of this kind can be deleted.
+pub trait Referenced: StoredResource {
+    /// `<kind>/<name>` of the resources that refer to `name`.
+    fn users(config: &Config, name: &str) -> Vec<String>;
+}
+
+impl Referenced for Upstream {
+    fn users(config: &Config, name: &str) -> Vec<String> {
+        config
+            .routes_using_upstream(name)
+            .into_iter()
+            .map(|r| format!("route/{r}"))
+            .collect()
+    }
+}
+
+impl Referenced for HealthCheckPolicy {
+    fn users(config: &Config, name: &str) -> Vec<String> {
+        config
+            .upstreams_using_health_check(name)
+            .into_iter()
+            .map(|u| format!("upstream/{u}"))
+            .collect()
+    }
+}
+
+impl Referenced for Route {
+    fn users(_: &Config, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl ConfigService {
+    pub fn new(store: Store, snapshots: Snapshots) -> Self {
+        ConfigService { store, snapshots }
+    }
+
+    pub async fn get<R: StoredResource>(&self, name: &str) -> Result<R, ApiError> {
+        self.store.get(name).await
+    }
+
+    pub async fn list<R: StoredResource>(&self) -> Result<Vec<R>, ApiError> {
+        self.store.list().await
+    }
+
+    pub async fn create<R: StoredResource>(&self, resource: R) -> Result<(R, u64), ApiError> {
+        let stored = resource.clone();
+        let commit = self
+            .commit(move |config| {
+                if config.get::<R>(resource.name()).is_some() {
+                    return Err(ApiError::AlreadyExists {
+                        kind: R::KIND,
+                        name: resource.name().to_string(),
+                    });
+                }
+                config.upsert(resource);
+                Ok(())
+            })
+            .await?;
+        Ok((stored, commit.version))
+    }
+
+    pub async fn replace<R: StoredResource>(&self, resource: R) -> Result<(R, u64), ApiError> {
+        let stored = resource.clone();
+        let commit = self
+            .commit(move |config| match config.upsert(resource.clone()) {
+                Some(_) => Ok(()),
+                None => Err(ApiError::not_found(R::KIND, resource.name())),
+            })
+            .await?;
+        Ok((stored, commit.version))
+    }
+
+    pub async fn delete<R: Referenced>(&self, name: &str) -> Result<u64, ApiError> {
+        let commit = self
+            .commit(|config| {
+                let used_by = R::users(config, name);
+                if !used_by.is_empty() {
+                    return Err(ApiError::InUse {
+                        kind: R::KIND,
+                        name: name.to_string(),
+                        used_by,
+                    });
+                }
+                config
+                    .remove::<R>(name)
+                    .map(|_| ())
+                    .ok_or_else(|| ApiError::not_found(R::KIND, name))
+            })
+            .await?;
+        Ok(commit.version)
+    }
+
+    /// Creates or replaces every resource in `desired`, in one transaction.
+    pub async fn apply(&self, desired: Config) -> Result<ApplyResponse, ApiError> {
+        let mut names = Vec::new();
+        names.extend(
+            desired
+                .health_checks
+                .iter()
+                .map(|r| format!("health-check/{}", r.name)),
+        );
+        names.extend(
+            desired
+                .upstreams
+                .iter()
+                .map(|r| format!("upstream/{}", r.name)),
+        );
+        names.extend(desired.routes.iter().map(|r| format!("route/{}", r.name)));
+        let commit = self
+            .commit(move |config| {
+                upsert_all(config, desired.health_checks);
+                upsert_all(config, desired.upstreams);
+                upsert_all(config, desired.routes);
+                Ok(())
+            })
+            .await?;
+        let mut response = ApplyResponse {
+            version: commit.version,
+            ..Default::default()
+        };
+        for change in &commit.changes {
+            let name = format!("{}/{}", change.kind, change.name);
+            match change.op {
+                ChangeOp::Create => response.created.push(name),
+                ChangeOp::Update | ChangeOp::Delete => response.updated.push(name),
+            }
+        }
+        response.unchanged = names
+            .into_iter()
+            .filter(|n| !response.created.contains(n) && !response.updated.contains(n))
+            .collect();
+        Ok(response)
+    }
+
+    pub async fn dataplanes(&self) -> Result<Vec<DataPlane>, ApiError> {
+        self.store.dataplanes().await
+    }
+
+    pub async fn status(&self) -> Result<Status, ApiError> {
+        let current = self.snapshots.current();
+        Ok(Status {
+            version: current.version,
+            hash: current.hash.clone(),
+            data_planes: self.dataplanes().await?,
+        })
+    }
+
+    async fn commit(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+    ) -> Result<Commit, ApiError> {
+        let commit = self.store.mutate(change).await?;
+        if !commit.changes.is_empty() {
+            tracing::info!(version = commit.version, hash = %commit.hash, changes = ?commit.changes, "config committed");
+            // The commit is durable; a failed refresh is retried by the poller.
+            if let Err(error) = self.snapshots.refresh().await {
+                tracing::warn!(%error, "publishing the new version failed; the poller will retry");
+            }
+        }
+        Ok(commit)
+    }
+}
+
+fn upsert_all<R: Resource>(config: &mut Config, resources: Vec<R>) {
+    for resource in resources {
+        config.upsert(resource);
+    }
+}

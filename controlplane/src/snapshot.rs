@@ -1,0 +1,154 @@
+//! One immutable snapshot per config version, shared by every discovery stream.
+//!
+//! The published snapshot only moves forward. It is refreshed right after a local commit, on a
+//! Postgres notification from another replica, and by a periodic version check — the backstop for
+//! notifications lost while the listener was disconnected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_proto::v1::Config;
+use prost::Message;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Mutex, watch};
+
+use crate::error::ApiError;
+use crate::store::{NOTIFY_CHANNEL, Store, VersionedConfig};
+
+/// The config at one version, as every data plane receives it.
+#[derive(Debug)]
+pub struct Published {
+    pub version: u64,
+    pub hash: String,
+    pub config: Config,
+    /// Encoded size of `config`, checked against the gRPC message limit before sending.
+    pub encoded_len: usize,
+}
+
+impl From<VersionedConfig> for Published {
+    fn from(v: VersionedConfig) -> Self {
+        Published {
+            version: v.version,
+            hash: v.hash,
+            encoded_len: v.config.encoded_len(),
+            config: v.config,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Snapshots {
+    store: Store,
+    current: Arc<watch::Sender<Arc<Published>>>,
+    /// Serializes refreshes so two of them never load the same version twice.
+    refreshing: Arc<Mutex<()>>,
+}
+
+impl Snapshots {
+    pub async fn load(store: Store) -> Result<Snapshots, ApiError> {
+        let latest = store.latest().await?;
+        let (current, _) = watch::channel(Arc::new(Published::from(latest)));
+        Ok(Snapshots {
+            store,
+            current: Arc::new(current),
+            refreshing: Arc::new(Mutex::new(())),
+        })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        self.current.subscribe()
+    }
+
+    pub fn current(&self) -> Arc<Published> {
+        self.current.borrow().clone()
+    }
+
+    /// Publishes the store's newest version if it is newer than the published one.
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let _guard = self.refreshing.lock().await;
+        let published = self.current().version;
+        if self.store.head_version().await? <= published {
+            return Ok(());
+        }
+        let latest = Published::from(self.store.latest().await?);
+        let version = latest.version;
+        let moved = self.current.send_if_modified(|current| {
+            if latest.version > current.version {
+                *current = Arc::new(latest);
+                true
+            } else {
+                false
+            }
+        });
+        if moved {
+            tracing::info!(version, "published config version");
+        }
+        Ok(())
+    }
+
+    /// Follows commits made by other replicas: LISTEN/NOTIFY when on Postgres, plus polling.
+    pub fn spawn_followers(&self, poll_interval: Duration) {
+        if let Some(url) = self.store.backend().listen_url() {
+            tokio::spawn(listen(self.clone(), url.to_string()));
+        }
+        let snapshots = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let before = snapshots.current().version;
+                match snapshots.refresh().await {
+                    Ok(()) if snapshots.current().version > before => {
+                        tracing::info!(
+                            version = snapshots.current().version,
+                            "caught up by polling"
+                        );
+                    }
+                    Ok(()) => {}
+                    Err(error) => tracing::warn!(%error, "polling the config version failed"),
+                }
+            }
+        });
+    }
+}
+
+async fn listen(snapshots: Snapshots, url: String) {
+    loop {
+        match PgListener::connect(&url).await {
+            Ok(mut listener) => {
+                if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+                    tracing::warn!(%error, "LISTEN failed");
+                } else {
+                    follow(&snapshots, &mut listener).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot open the notification listener"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn follow(snapshots: &Snapshots, listener: &mut PgListener) {
+    // Anything committed before LISTEN took effect was never announced to us.
+    refresh_logged(snapshots).await;
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_notification)) => refresh_logged(snapshots).await,
+            Ok(None) => {
+                tracing::warn!("notification listener reconnected; catching up on missed versions");
+                refresh_logged(snapshots).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "notification listener failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn refresh_logged(snapshots: &Snapshots) {
+    if let Err(error) = snapshots.refresh().await {
+        tracing::warn!(%error, "refreshing the snapshot failed");
+    }
+}

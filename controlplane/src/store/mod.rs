@@ -1,0 +1,333 @@
+//! The config store: Postgres for production and several replicas, SQLite as the embedded default.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver; only migrations, the connection
+//! set-up and change notification differ (see [`backend`]). Invariants:
+//! - every change is one transaction that first bumps the single `config_head` row, which both
+//!   numbers the version and serializes writers (so validation always sees the latest config);
+//! - the whole new config is validated before anything is written, and a change that leaves the
+//!   config identical is rolled back instead of producing a version;
+//! - each version's full config is stored in `config_versions`, so every replica builds the same
+//!   snapshot for the same version.
+
+mod backend;
+mod dataplanes;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway_proto::hash::config_hash;
+use gateway_proto::kind::{Kind, Resource};
+use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::validate::validate_config;
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::AnyPool;
+use sqlx::{Any, Row, Transaction};
+
+pub use backend::{Backend, NOTIFY_CHANNEL, OpenError};
+pub use dataplanes::HEARTBEAT;
+
+use crate::error::ApiError;
+
+/// The config at one version.
+#[derive(Debug, Clone)]
+pub struct VersionedConfig {
+    pub version: u64,
+    pub hash: String,
+    pub config: Config,
+}
+
+/// What one committed change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Change {
+    pub op: ChangeOp,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    Create,
+    Update,
+    Delete,
+}
+
+/// The outcome of [`Store::mutate`]. `changes` is empty when the config was already as asked,
+/// in which case no version was created and `version` is the current one.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub version: u64,
+    pub hash: String,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, applies migrations and, for the embedded store, takes the single-writer lock.
+    pub async fn open(url: &str) -> Result<Store, OpenError> {
+        let (pool, backend) = backend::open(url).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Ready means the database answers and the schema is in place.
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        sqlx::query("SELECT version FROM config_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn head_version(&self) -> Result<u64, ApiError> {
+        let row = sqlx::query("SELECT version FROM config_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(row.try_get::<i64, _>(0)?))
+    }
+
+    /// The newest version and its config.
+    pub async fn latest(&self) -> Result<VersionedConfig, ApiError> {
+        let row = sqlx::query(
+            "SELECT version, hash, config FROM config_versions ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(empty_config()),
+            Some(row) => versioned_from_row(&row),
+        }
+    }
+
+    pub async fn get<R: StoredResource>(&self, name: &str) -> Result<R, ApiError> {
+        let sql = format!("SELECT spec FROM {} WHERE name = $1", R::TABLE);
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => parse_spec(&row.try_get::<String, _>(0)?),
+            None => Err(ApiError::not_found(R::KIND, name)),
+        }
+    }
+
+    pub async fn list<R: StoredResource>(&self) -> Result<Vec<R>, ApiError> {
+        let sql = format!("SELECT spec FROM {} ORDER BY name", R::TABLE);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| parse_spec(&row.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Applies `change` to the current config in one transaction: all or nothing.
+    ///
+    /// The closure sees the latest committed config (writers are serialized), may refuse with an
+    /// error, and the result is validated as a whole before any row is written.
+    pub async fn mutate(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+    ) -> Result<Commit, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE config_head SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = to_u64(row.try_get::<i64, _>(0)?);
+
+        let old = load_config(&mut tx).await?;
+        let mut new = old.clone();
+        change(&mut new)?;
+        new.canonicalize();
+        validate_config(&new).map_err(ApiError::Invalid)?;
+
+        let mut changes = Vec::new();
+        write_diff::<HealthCheckPolicy>(&mut tx, &old, &new, version, &mut changes).await?;
+        write_diff::<Upstream>(&mut tx, &old, &new, version, &mut changes).await?;
+        write_diff::<Route>(&mut tx, &old, &new, version, &mut changes).await?;
+        if changes.is_empty() {
+            tx.rollback().await?;
+            let current = self.latest().await?;
+            return Ok(Commit {
+                version: current.version,
+                hash: current.hash,
+                changes,
+            });
+        }
+
+        let hash = config_hash(&new);
+        let config_json = serde_json::to_string(&new)
+            .map_err(|e| ApiError::Internal(format!("encoding config: {e}")))?;
+        let changes_json = serde_json::to_string(&changes)
+            .map_err(|e| ApiError::Internal(format!("encoding changes: {e}")))?;
+        sqlx::query(
+            "INSERT INTO config_versions (version, created_at_ms, hash, changes, config) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(to_i64(version))
+        .bind(now_ms())
+        .bind(&hash)
+        .bind(changes_json)
+        .bind(config_json)
+        .execute(&mut *tx)
+        .await?;
+        self.backend.notify_in(&mut tx, version).await?;
+        tx.commit().await?;
+        Ok(Commit {
+            version,
+            hash,
+            changes,
+        })
+    }
+}
+
+/// A resource kind with its own table. `reference` is the one foreign key a kind has.
+pub trait StoredResource: Resource + Serialize + DeserializeOwned + Send + Unpin {
+    const TABLE: &'static str;
+    const REFERENCE_COLUMN: Option<&'static str>;
+    fn reference(&self) -> Option<&str>;
+}
+
+impl StoredResource for HealthCheckPolicy {
+    const TABLE: &'static str = "health_checks";
+    const REFERENCE_COLUMN: Option<&'static str> = None;
+    fn reference(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl StoredResource for Upstream {
+    const TABLE: &'static str = "upstreams";
+    const REFERENCE_COLUMN: Option<&'static str> = Some("health_check");
+    fn reference(&self) -> Option<&str> {
+        Some(self.health_check.as_str()).filter(|h| !h.is_empty())
+    }
+}
+
+impl StoredResource for Route {
+    const TABLE: &'static str = "routes";
+    const REFERENCE_COLUMN: Option<&'static str> = Some("upstream");
+    fn reference(&self) -> Option<&str> {
+        Some(self.upstream.as_str())
+    }
+}
+
+async fn load_config(tx: &mut Transaction<'static, Any>) -> Result<Config, ApiError> {
+    Ok(Config {
+        health_checks: load_all(tx).await?,
+        upstreams: load_all(tx).await?,
+        routes: load_all(tx).await?,
+    })
+}
+
+async fn load_all<R: StoredResource>(
+    tx: &mut Transaction<'static, Any>,
+) -> Result<Vec<R>, ApiError> {
+    let sql = format!("SELECT spec FROM {} ORDER BY name", R::TABLE);
+    let rows = sqlx::query(&sql).fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|row| parse_spec(&row.try_get::<String, _>(0)?))
+        .collect()
+}
+
+/// Writes the rows of kind `R` that differ between `old` and `new`, recording each change.
+async fn write_diff<R: StoredResource>(
+    tx: &mut Transaction<'static, Any>,
+    old: &Config,
+    new: &Config,
+    version: u64,
+    changes: &mut Vec<Change>,
+) -> Result<(), ApiError> {
+    let old_by_name: BTreeMap<&str, &R> = R::list(old).iter().map(|r| (r.name(), r)).collect();
+    let new_by_name: BTreeMap<&str, &R> = R::list(new).iter().map(|r| (r.name(), r)).collect();
+    let delete = format!("DELETE FROM {} WHERE name = $1", R::TABLE);
+    for name in old_by_name.keys().filter(|n| !new_by_name.contains_key(*n)) {
+        sqlx::query(&delete).bind(*name).execute(&mut **tx).await?;
+        changes.push(change(ChangeOp::Delete, R::KIND, name));
+    }
+    let upsert = match R::REFERENCE_COLUMN {
+        Some(column) => format!(
+            "INSERT INTO {t} (name, spec, updated_version, {column}) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
+             updated_version = excluded.updated_version, {column} = excluded.{column}",
+            t = R::TABLE
+        ),
+        None => format!(
+            "INSERT INTO {t} (name, spec, updated_version) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_version = excluded.updated_version",
+            t = R::TABLE
+        ),
+    };
+    for (name, resource) in &new_by_name {
+        let op = match old_by_name.get(name) {
+            Some(previous) if previous == resource => continue,
+            Some(_) => ChangeOp::Update,
+            None => ChangeOp::Create,
+        };
+        let spec = serde_json::to_string(resource)
+            .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", R::KIND)))?;
+        let mut query = sqlx::query(&upsert)
+            .bind(*name)
+            .bind(spec)
+            .bind(to_i64(version));
+        if R::REFERENCE_COLUMN.is_some() {
+            query = query.bind(resource.reference().map(str::to_string));
+        }
+        query.execute(&mut **tx).await?;
+        changes.push(change(op, R::KIND, name));
+    }
+    Ok(())
+}
+
+fn change(op: ChangeOp, kind: Kind, name: &str) -> Change {
+    Change {
+        op,
+        kind: kind.as_str().to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn parse_spec<R: DeserializeOwned>(spec: &str) -> Result<R, ApiError> {
+    serde_json::from_str(spec)
+        .map_err(|e| ApiError::Internal(format!("stored resource is unreadable: {e}")))
+}
+
+fn versioned_from_row(row: &sqlx::any::AnyRow) -> Result<VersionedConfig, ApiError> {
+    let config: Config = parse_spec(&row.try_get::<String, _>(2)?)?;
+    Ok(VersionedConfig {
+        version: to_u64(row.try_get::<i64, _>(0)?),
+        hash: row.try_get(1)?,
+        config,
+    })
+}
+
+fn empty_config() -> VersionedConfig {
+    let config = Config::default();
+    VersionedConfig {
+        version: 0,
+        hash: config_hash(&config),
+        config,
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Versions are BIGINT in SQL and never negative.
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
