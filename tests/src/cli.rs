@@ -1,0 +1,85 @@
+//! Runs the real `gatewayctl` against a control plane.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::process::binary_path;
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Fails the test, showing both streams, unless the command exited 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            self.success(),
+            "gatewayctl failed ({}):\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Fails the test unless the command failed the way a CLI should: a non-zero exit and a
+    /// message on stderr, never a panic.
+    pub fn assert_refused(&self) -> &Self {
+        assert!(
+            !self.success(),
+            "gatewayctl should have failed but exited 0:\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "gatewayctl failed ({}) without saying why on stderr",
+            self.status
+        );
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"),
+            "gatewayctl panicked: {}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("gatewayctl printed invalid JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `gatewayctl --server <server> <args>`, with a clean environment for its own settings.
+pub async fn gatewayctl(server: &str, args: &[&str]) -> CliOutput {
+    let mut command = Command::new(binary_path("gatewayctl"));
+    command
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("GATEWAYCTL_SERVER")
+        .env_remove("GATEWAYCTL_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(CLI_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("gatewayctl {args:?} did not finish within {CLI_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run gatewayctl: {e}"));
+    CliOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
