@@ -1,0 +1,124 @@
+//! The data plane's shared state and its one way to change: validate once, compile, swap.
+//!
+//! [`Gateway`] holds the applied config (table plus what it came from) behind one `ArcSwap`, so
+//! a request sees a whole config or the previous one, never a mix. Applying runs the CPU work
+//! on the blocking pool: a large config never stalls the threads that serve requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use gateway_proto::hash::config_hash;
+use gateway_proto::v1::{Config, FieldViolation, Snapshot};
+use gateway_proto::validate::validate_config;
+
+use crate::balance::BalanceCursors;
+use crate::table::{RouteTable, compile};
+
+/// Where the applied config came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    ControlPlane,
+    /// The on-disk last-known-good cache, loaded at start-up.
+    Cache,
+}
+
+/// A config in service: its table and its identity.
+#[derive(Debug)]
+pub struct ActiveConfig {
+    pub table: RouteTable,
+    pub version: u64,
+    pub hash: String,
+    pub source: ConfigSource,
+    pub applied_at: SystemTime,
+}
+
+impl ActiveConfig {
+    /// Served from the cache without a control plane having confirmed it.
+    pub fn is_stale(&self) -> bool {
+        self.source == ConfigSource::Cache
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Gateway {
+    active: ArcSwapOption<ActiveConfig>,
+    connected: AtomicBool,
+    cursors: BalanceCursors,
+}
+
+impl Gateway {
+    pub fn new() -> Arc<Gateway> {
+        Arc::new(Gateway::default())
+    }
+
+    /// The config in service, if any; hold it for the whole request.
+    pub fn active(&self) -> Option<Arc<ActiveConfig>> {
+        self.active.load_full()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// Checks, validates and compiles `snapshot`, then puts it in service with one store.
+    /// On error nothing changes and the violations say why.
+    pub async fn apply(
+        &self,
+        snapshot: Arc<Snapshot>,
+        source: ConfigSource,
+    ) -> Result<Arc<ActiveConfig>, Vec<FieldViolation>> {
+        let prepared = Arc::clone(&snapshot);
+        let mut table = tokio::task::spawn_blocking(move || prepare(&prepared))
+            .await
+            .map_err(|e| {
+                vec![violation(
+                    "snapshot",
+                    "config",
+                    format!("compiling panicked: {e}"),
+                )]
+            })??;
+        table.adopt_cursors(&self.cursors);
+        let active = Arc::new(ActiveConfig {
+            table,
+            version: snapshot.version,
+            hash: snapshot.hash.clone(),
+            source,
+            applied_at: SystemTime::now(),
+        });
+        self.active.store(Some(Arc::clone(&active)));
+        Ok(active)
+    }
+}
+
+/// Everything that can reject a snapshot, without touching shared state.
+pub fn prepare(snapshot: &Snapshot) -> Result<RouteTable, Vec<FieldViolation>> {
+    let empty = Config::default();
+    let config = snapshot.config.as_ref().unwrap_or(&empty);
+    let actual = config_hash(config);
+    if actual != snapshot.hash {
+        return Err(vec![violation(
+            "snapshot",
+            "hash",
+            format!(
+                "the config hashes to {actual}, not {:?}: it was altered or truncated",
+                snapshot.hash
+            ),
+        )]);
+    }
+    validate_config(config)?;
+    compile(config)
+}
+
+fn violation(resource: &str, field: &str, reason: String) -> FieldViolation {
+    FieldViolation {
+        resource: resource.into(),
+        field: field.into(),
+        reason,
+    }
+}

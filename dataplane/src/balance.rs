@@ -1,0 +1,206 @@
+//! Weighted round robin over an upstream's targets, lock-free.
+//!
+//! A [`Schedule`] is computed once per config (pure, part of the table): the smooth weighted
+//! round-robin sequence (nginx's algorithm, so weights 5:1:1 give `a a b a c a a`, not
+//! `a a a a a b c`) when it is small, otherwise a cumulative-weight table. Picking a target is
+//! one atomic increment of a cursor.
+//!
+//! Cursors live outside the table, in [`BalanceCursors`], keyed by upstream name: a config change
+//! that leaves an upstream alone does not send its traffic back to the first target.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Beyond this many steps × targets the smooth sequence costs too much to precompute.
+const MAX_SMOOTH_WORK: u64 = 1 << 18;
+
+/// The order in which an upstream's targets take turns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// One full cycle of target indexes.
+    Sequence(Box<[u32]>),
+    /// Upper bounds of each target's share of `0..total`; spreads by weight, less evenly.
+    Cumulative(Box<[u64]>),
+}
+
+impl Schedule {
+    /// `weights` are each at least 1 (validated); zero weights are treated as 1.
+    pub fn new(weights: &[u32]) -> Schedule {
+        let weights: Vec<u64> = weights.iter().map(|&w| u64::from(w.max(1))).collect();
+        let divisor = weights.iter().copied().reduce(gcd).unwrap_or(1);
+        let weights: Vec<u64> = weights.iter().map(|w| w / divisor).collect();
+        let total: u64 = weights.iter().sum();
+        if total.saturating_mul(weights.len() as u64) <= MAX_SMOOTH_WORK {
+            Schedule::Sequence(smooth_sequence(&weights, total))
+        } else {
+            let bounds = weights
+                .iter()
+                .scan(0, |sum, w| {
+                    *sum += w;
+                    Some(*sum)
+                })
+                .collect();
+            Schedule::Cumulative(bounds)
+        }
+    }
+
+    /// The target for turn `turn`; `None` only for an upstream without targets.
+    pub fn pick(&self, turn: usize) -> Option<usize> {
+        match self {
+            Schedule::Sequence(sequence) => {
+                let len = sequence.len();
+                (len > 0).then(|| sequence[turn % len] as usize)
+            }
+            Schedule::Cumulative(bounds) => {
+                let total = *bounds.last()?;
+                let point = turn as u64 % total;
+                Some(bounds.partition_point(|&bound| bound <= point))
+            }
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn smooth_sequence(weights: &[u64], total: u64) -> Box<[u32]> {
+    let mut current = vec![0i64; weights.len()];
+    let total = total as i64;
+    (0..total)
+        .map(|_| {
+            let mut chosen = 0;
+            for (i, &weight) in weights.iter().enumerate() {
+                current[i] += weight as i64;
+                if current[i] > current[chosen] {
+                    chosen = i;
+                }
+            }
+            current[chosen] -= total;
+            chosen as u32
+        })
+        .collect()
+}
+
+/// A [`Schedule`] with the cursor of its upstream.
+#[derive(Debug, Clone)]
+pub struct RoundRobin {
+    schedule: Schedule,
+    cursor: Arc<AtomicUsize>,
+}
+
+impl RoundRobin {
+    pub fn new(weights: &[u32]) -> RoundRobin {
+        RoundRobin {
+            schedule: Schedule::new(weights),
+            cursor: Arc::default(),
+        }
+    }
+
+    /// Index of the next target.
+    pub fn next(&self) -> Option<usize> {
+        self.schedule
+            .pick(self.cursor.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+}
+
+/// Round-robin cursors that outlive tables, by upstream name.
+#[derive(Debug, Default)]
+pub struct BalanceCursors {
+    cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+impl BalanceCursors {
+    /// Gives each balancer the cursor its upstream had before, and forgets removed upstreams.
+    /// Runs once per applied config, never on the request path.
+    pub fn adopt<'a>(&self, balancers: impl IntoIterator<Item = (&'a str, &'a mut RoundRobin)>) {
+        let mut cursors = self
+            .cursors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut kept = HashMap::with_capacity(cursors.len());
+        for (name, balancer) in balancers {
+            let cursor = cursors
+                .remove(name)
+                .unwrap_or_else(|| balancer.cursor.clone());
+            balancer.cursor = cursor.clone();
+            kept.insert(name.to_string(), cursor);
+        }
+        *cursors = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(weights: &[u32], n: usize) -> Vec<usize> {
+        let rr = RoundRobin::new(weights);
+        (0..n).map(|_| rr.next().unwrap()).collect()
+    }
+
+    fn counts(weights: &[u32], n: usize) -> Vec<usize> {
+        let mut counts = vec![0; weights.len()];
+        for i in picks(weights, n) {
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn equal_weights_alternate() {
+        assert_eq!(picks(&[1, 1, 1], 6), [0, 1, 2, 0, 1, 2]);
+        assert_eq!(picks(&[100, 100], 4), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn weights_are_honoured_and_interleaved() {
+        assert_eq!(picks(&[5, 1, 1], 7), [0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(counts(&[3, 1], 400), [300, 100]);
+        assert_eq!(counts(&[10_000, 1, 9_999], 20_000), [10_000, 1, 9_999]);
+    }
+
+    #[test]
+    fn large_weight_sets_use_cumulative_bounds_and_stay_exact() {
+        let weights: Vec<u32> = (1..=200).collect();
+        let rr = RoundRobin::new(&weights);
+        assert!(matches!(rr.schedule(), Schedule::Cumulative(_)));
+        let total: u32 = weights.iter().sum();
+        let got = counts(&weights, total as usize);
+        let want: Vec<usize> = weights.iter().map(|&w| w as usize).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn single_target_always_wins() {
+        assert_eq!(picks(&[7], 3), [0, 0, 0]);
+    }
+
+    #[test]
+    fn no_targets_pick_nothing() {
+        assert_eq!(RoundRobin::new(&[]).next(), None);
+    }
+
+    #[test]
+    fn cursors_survive_a_new_table() {
+        let cursors = BalanceCursors::default();
+        let mut first = RoundRobin::new(&[1, 1]);
+        cursors.adopt([("web", &mut first)]);
+        assert_eq!(first.next(), Some(0));
+
+        let mut second = RoundRobin::new(&[1, 1]);
+        let mut other = RoundRobin::new(&[1]);
+        cursors.adopt([("web", &mut second), ("other", &mut other)]);
+        assert_eq!(second.next(), Some(1), "the cursor carried over");
+
+        let mut third = RoundRobin::new(&[1, 1]);
+        cursors.adopt([("other", &mut other)]);
+        cursors.adopt([("web", &mut third)]);
+        assert_eq!(third.next(), Some(0), "a removed upstream starts afresh");
+    }
+}

@@ -1,0 +1,210 @@
+//! The proxy's one error type, and the one place errors become responses.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+
+use super::ProxyBody;
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Which side of the proxy failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something the proxy cannot serve.
+    Downstream,
+    /// The target could not be reached or did not answer in time.
+    Upstream,
+    /// The proxy itself: no config yet, or a bug.
+    Internal,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for host {host:?} path {path:?}")]
+    NoRoute { host: String, path: String },
+    #[error("no configuration has been applied yet")]
+    NotReady,
+    #[error("upstream {upstream:?} has no targets")]
+    NoTargets { upstream: String },
+    #[error("cannot build the upstream request: {0}")]
+    BadRequest(#[source] BoxError),
+    #[error("connecting to the target timed out")]
+    ConnectTimeout(#[source] BoxError),
+    #[error("connecting to the target failed")]
+    ConnectFailed(#[source] BoxError),
+    #[error("no response headers within {0:?}")]
+    ResponseTimeout(std::time::Duration),
+    #[error("the target failed before answering")]
+    UpstreamFailed(#[source] BoxError),
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => Side::Downstream,
+            ProxyError::NotReady => Side::Internal,
+            ProxyError::NoTargets { .. }
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::ConnectFailed(_)
+            | ProxyError::ResponseTimeout(_)
+            | ProxyError::UpstreamFailed(_) => Side::Upstream,
+        }
+    }
+
+    /// Whether the request surely never reached a target, so sending it again is safe.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ConnectTimeout(_)
+                | ProxyError::ConnectFailed(_)
+                | ProxyError::NoTargets { .. }
+        )
+    }
+
+    /// Classifies a failure of the HTTP client.
+    pub fn from_client(error: hyper_util::client::legacy::Error) -> ProxyError {
+        if error.is_connect() {
+            if has_timed_out(&error) {
+                ProxyError::ConnectTimeout(error.into())
+            } else {
+                ProxyError::ConnectFailed(error.into())
+            }
+        } else {
+            ProxyError::UpstreamFailed(error.into())
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotReady | ProxyError::NoTargets { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The response a client gets for this error. Causes stay in the logs: a client learns
+    /// which kind of failure happened, not the addresses behind the gateway.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = match &self {
+            ProxyError::NoRoute { host, path } => {
+                serde_json::json!({ "error": "no route", "host": host, "path": path })
+            }
+            ProxyError::NotReady => serde_json::json!({ "error": "not ready" }),
+            ProxyError::NoTargets { .. } => serde_json::json!({ "error": "no healthy targets" }),
+            ProxyError::BadRequest(_) => serde_json::json!({ "error": "bad request" }),
+            ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => {
+                serde_json::json!({ "error": "bad gateway" })
+            }
+            ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
+                serde_json::json!({ "error": "gateway timeout" })
+            }
+        };
+        json_response(status, &body)
+    }
+}
+
+/// A small JSON response produced by the gateway itself.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Whether a connect error came from the connect timeout.
+fn has_timed_out(error: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_status_and_side() {
+        let cases = [
+            (
+                ProxyError::NoRoute {
+                    host: "h".into(),
+                    path: "/".into(),
+                },
+                404,
+                Side::Downstream,
+            ),
+            (ProxyError::NotReady, 503, Side::Internal),
+            (
+                ProxyError::NoTargets {
+                    upstream: "u".into(),
+                },
+                503,
+                Side::Upstream,
+            ),
+            (
+                ProxyError::ConnectFailed("refused".into()),
+                502,
+                Side::Upstream,
+            ),
+            (
+                ProxyError::ConnectTimeout("slow".into()),
+                504,
+                Side::Upstream,
+            ),
+            (
+                ProxyError::ResponseTimeout(std::time::Duration::from_secs(1)),
+                504,
+                Side::Upstream,
+            ),
+            (
+                ProxyError::UpstreamFailed("reset".into()),
+                502,
+                Side::Upstream,
+            ),
+        ];
+        for (error, status, side) in cases {
+            assert_eq!(error.side(), side, "{error}");
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[test]
+    fn connect_timeouts_are_told_apart_from_refusals() {
+        let timed_out = io::Error::new(io::ErrorKind::TimedOut, "connect timeout");
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        assert!(has_timed_out(&timed_out));
+        assert!(!has_timed_out(&refused));
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP/1.1 proxy: the request path.
+//!
+//! Life of a request: load the applied config once (it stays for the whole request) → normalize
+//! the host and find the route → pick a target by weighted round robin → rewrite headers →
+//! send with the pooled client, waiting at most the route's timeout for response headers →
+//! stream the response back. Bodies are streamed both ways, never buffered. Every failure is a
+//! [`ProxyError`] and becomes a response in [`ProxyError::into_response`].
+
+mod client;
+mod error;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::Gateway;
+use crate::route::normalize_host;
+use crate::table::{RouteEntry, Target, UpstreamPool};
+
+pub use client::UpstreamClients;
+pub use error::{ProxyError, Side, json_response};
+
+/// Response bodies: streamed from a target, or a small body the gateway wrote itself.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// How long a client may take to send request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long open connections get to finish their requests at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Proxy {
+    gateway: Arc<Gateway>,
+    clients: UpstreamClients,
+}
+
+impl Proxy {
+    pub fn new(gateway: Arc<Gateway>) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            gateway,
+            clients: UpstreamClients::default(),
+        })
+    }
+
+    /// Serves one request; failures are already responses.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        match self.forward(request, client).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let active = self.gateway.active().ok_or(ProxyError::NotReady)?;
+        let raw_host = request_host(&request);
+        let host = normalize_host(raw_host);
+        let path = request.uri().path();
+        let Some((route, upstream)) = active.table.find(&host, path, request.method()) else {
+            return Err(ProxyError::NoRoute {
+                host: host.into_owned(),
+                path: path.to_string(),
+            });
+        };
+        let target = upstream
+            .next_target()
+            .ok_or_else(|| ProxyError::NoTargets {
+                upstream: upstream.name.clone(),
+            })?;
+
+        let upstream_request = upstream_request(request, client, route, target)?;
+        let client = self.clients.get(upstream.connect_timeout);
+        let result =
+            match tokio::time::timeout(route.timeout, client.request(upstream_request)).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) => Err(ProxyError::from_client(error)),
+                Err(_elapsed) => Err(ProxyError::ResponseTimeout(route.timeout)),
+            };
+        let mut response =
+            result.inspect_err(|error| log_upstream_error(error, route, upstream, target))?;
+        headers::remove_hop_by_hop(response.headers_mut());
+        headers::add_via(response.headers_mut());
+        Ok(response.map(Either::Left))
+    }
+}
+
+/// The Host the client asked for: the authority of an absolute-form URI, else the Host header.
+fn request_host<B>(request: &Request<B>) -> &str {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
+/// Turns the client's request into the one sent to `target`.
+fn upstream_request(
+    request: Request<Incoming>,
+    client: SocketAddr,
+    route: &RouteEntry,
+    target: &Target,
+) -> Result<Request<Incoming>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let original_host = match parts.headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(e.into()))?;
+    parts.version = http::Version::HTTP_11;
+
+    let headers = &mut parts.headers;
+    headers::remove_hop_by_hop(headers);
+    // Keep the client's Host unless the route rewrites it (an absolute-form request had none).
+    if let Some(host) = &original_host {
+        headers.insert(header::HOST, host.clone());
+    }
+    headers::add_forwarding(headers, client.ip(), original_host.as_ref());
+    headers::apply_edits(headers, &route.request_headers);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn log_upstream_error(
+    error: &ProxyError,
+    route: &RouteEntry,
+    upstream: &UpstreamPool,
+    target: &Target,
+) {
+    let cause = std::error::Error::source(error)
+        .map(source_chain)
+        .unwrap_or_default();
+    tracing::warn!(
+        route = %route.name,
+        upstream = %upstream.name,
+        target = %target.address,
+        side = %error.side(),
+        cause = %cause,
+        "{error}"
+    );
+}
+
+/// `a: b: c` for an error and its sources.
+fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Accepts connections until `shutdown` turns true, then lets open ones drain for a while.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a proxy connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop_requested(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        let service = service_fn(move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%client, %error, "proxy connection ended with an error");
+            }
+        });
+    }
+    drain(graceful).await;
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Waits for watched connections to finish, at most [`DRAIN_TIMEOUT`].
+pub async fn drain(graceful: GracefulShutdown) {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_host_prefers_the_absolute_uri() {
+        let request = Request::builder()
+            .uri("http://abs.example.com:8080/x")
+            .header(header::HOST, "header.example.com")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&request), "abs.example.com:8080");
+        let request = Request::builder()
+            .uri("/x")
+            .header(header::HOST, "header.example.com")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&request), "header.example.com");
+    }
+}

@@ -1,0 +1,200 @@
+//! `Config` (wire types) → [`RouteTable`] (runtime types). Pure: no I/O, no clock, no globals.
+//!
+//! The config has normally passed `gateway_proto::validate::validate_config` already; compile
+//! still reports, rather than panics on, anything it cannot turn into a runtime value, and it
+//! reports every problem at once so that a NACK lists them all.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use gateway_proto::kind::{Kind, resource_ref};
+use gateway_proto::v1::{self, Config, FieldViolation, route_match};
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue, Method};
+
+use super::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, HeaderEdits, RouteEntry, RouteTable, Target,
+    UpstreamPool,
+};
+use crate::balance::RoundRobin;
+use crate::route::{MatchRule, PathMatch, RouteMatcher};
+
+/// Builds the runtime table for `config`, or returns every reason it cannot.
+pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
+    let mut errors = Vec::new();
+    let upstreams: Vec<UpstreamPool> = config
+        .upstreams
+        .iter()
+        .map(|u| upstream(u, &mut errors))
+        .collect();
+    let by_name: HashMap<&str, usize> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+
+    let mut routes = Vec::with_capacity(config.routes.len());
+    let mut rules = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        let mut at = At::new(Kind::Route, &route.name, &mut errors);
+        let Some(&upstream) = by_name.get(route.upstream.as_str()) else {
+            at.push(
+                "upstream",
+                format!("upstream {:?} does not exist", route.upstream),
+            );
+            continue;
+        };
+        if let Some(rule) = match_rule(route, routes.len(), &mut at) {
+            rules.push(rule);
+            routes.push(RouteEntry {
+                name: route.name.clone(),
+                upstream,
+                request_headers: header_edits(route.request_headers.as_ref(), &mut at),
+                timeout: millis_or(route.timeout_ms, DEFAULT_RESPONSE_TIMEOUT),
+            });
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(RouteTable {
+        matcher: RouteMatcher::new(rules),
+        routes,
+        upstreams,
+        health_checks: config
+            .health_checks
+            .iter()
+            .map(|h| h.name.clone())
+            .collect(),
+    })
+}
+
+/// Scopes violations to one resource.
+struct At<'a> {
+    resource: String,
+    errors: &'a mut Vec<FieldViolation>,
+}
+
+impl<'a> At<'a> {
+    fn new(kind: Kind, name: &str, errors: &'a mut Vec<FieldViolation>) -> Self {
+        At {
+            resource: resource_ref(kind, name),
+            errors,
+        }
+    }
+
+    fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(FieldViolation {
+            resource: self.resource.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn millis_or(ms: u32, default: Duration) -> Duration {
+    if ms == 0 {
+        default
+    } else {
+        Duration::from_millis(u64::from(ms))
+    }
+}
+
+fn upstream(upstream: &v1::Upstream, errors: &mut Vec<FieldViolation>) -> UpstreamPool {
+    let mut at = At::new(Kind::Upstream, &upstream.name, errors);
+    let targets: Vec<Target> = upstream
+        .targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, target)| match target.address.parse::<Authority>() {
+            Ok(authority) if authority.port_u16().is_some() => Some(Target {
+                address: target.address.clone(),
+                authority,
+                weight: target.weight,
+            }),
+            _ => {
+                at.push(
+                    format!("targets[{i}].address"),
+                    format!("{:?} is not a host:port address", target.address),
+                );
+                None
+            }
+        })
+        .collect();
+    if targets.is_empty() && upstream.targets.is_empty() {
+        at.push("targets", "at least one target is required");
+    }
+    let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+    UpstreamPool {
+        name: upstream.name.clone(),
+        connect_timeout: millis_or(upstream.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
+        balancer: RoundRobin::new(&weights),
+        targets,
+    }
+}
+
+fn match_rule(route: &v1::Route, index: usize, at: &mut At<'_>) -> Option<MatchRule> {
+    let Some(m) = &route.r#match else {
+        at.push("match", "a match with a path (exact or prefix) is required");
+        return None;
+    };
+    let path = match &m.path {
+        Some(route_match::Path::Exact(p)) => PathMatch::Exact(p.clone()),
+        Some(route_match::Path::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        None => {
+            at.push("match.path", "a path (exact or prefix) is required");
+            return None;
+        }
+    };
+    let mut methods = Vec::with_capacity(m.methods.len());
+    for (i, method) in m.methods.iter().enumerate() {
+        match Method::from_bytes(method.as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => at.push(
+                format!("match.methods[{i}]"),
+                format!("{method:?} is not a method name"),
+            ),
+        }
+    }
+    Some(MatchRule {
+        // Validation demands lowercase; lowering again keeps matching right if it ever did not.
+        hosts: m.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        path,
+        methods,
+        priority: route.priority,
+        route: index,
+    })
+}
+
+fn header_edits(rewrite: Option<&v1::HeaderRewrite>, at: &mut At<'_>) -> HeaderEdits {
+    let Some(rewrite) = rewrite else {
+        return HeaderEdits::default();
+    };
+    let mut edits = HeaderEdits::default();
+    for (i, header) in rewrite.set.iter().enumerate() {
+        let name = HeaderName::from_bytes(header.name.as_bytes());
+        let value = HeaderValue::from_bytes(header.value.as_bytes());
+        match (name, value) {
+            (Ok(name), Ok(value)) => edits.set.push((name, value)),
+            (Err(_), _) => at.push(
+                format!("request_headers.set[{i}].name"),
+                format!("{:?} is not a valid header name", header.name),
+            ),
+            (_, Err(_)) => at.push(
+                format!("request_headers.set[{i}].value"),
+                "is not a valid header value",
+            ),
+        }
+    }
+    for (i, name) in rewrite.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => edits.remove.push(name),
+            Err(_) => at.push(
+                format!("request_headers.remove[{i}]"),
+                format!("{name:?} is not a valid header name"),
+            ),
+        }
+    }
+    edits
+}

@@ -1,0 +1,130 @@
+use gateway_proto::v1::{
+    Config, Header, HeaderRewrite, Route, RouteMatch, Target as WireTarget, Upstream,
+    route_match::Path,
+};
+use http::Method;
+
+use super::*;
+
+fn upstream(name: &str, targets: &[(&str, u32)]) -> Upstream {
+    Upstream {
+        name: name.into(),
+        targets: targets
+            .iter()
+            .map(|(address, weight)| WireTarget {
+                address: (*address).into(),
+                weight: *weight,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn route(name: &str, hosts: &[&str], path: Path, upstream: &str) -> Route {
+    Route {
+        name: name.into(),
+        r#match: Some(RouteMatch {
+            hosts: hosts.iter().map(|h| (*h).into()).collect(),
+            path: Some(path),
+            methods: vec![],
+        }),
+        upstream: upstream.into(),
+        ..Default::default()
+    }
+}
+
+fn sample() -> Config {
+    let mut api = route("api", &["api.example.com"], Path::Prefix("/".into()), "api");
+    api.timeout_ms = 1500;
+    api.request_headers = Some(HeaderRewrite {
+        set: vec![Header {
+            name: "host".into(),
+            value: "api.internal".into(),
+        }],
+        remove: vec!["x-debug".into()],
+    });
+    Config {
+        upstreams: vec![
+            upstream("api", &[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]),
+            upstream("web", &[("web.internal:8080", 1)]),
+        ],
+        routes: vec![api, route("web", &[], Path::Prefix("/".into()), "web")],
+        health_checks: vec![],
+    }
+}
+
+#[test]
+fn compiled_table_routes_to_upstreams_with_defaults_and_edits() {
+    let table = compile(&sample()).unwrap();
+    let (route, upstream) = table.find("api.example.com", "/x", &Method::GET).unwrap();
+    assert_eq!(route.name, "api");
+    assert_eq!(route.timeout, Duration::from_millis(1500));
+    assert_eq!(route.request_headers.set[0].0, http::header::HOST);
+    assert_eq!(route.request_headers.remove[0], "x-debug");
+    assert_eq!(upstream.name, "api");
+    assert_eq!(upstream.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    let picks: Vec<&str> = (0..4)
+        .map(|_| upstream.next_target().unwrap().address.as_str())
+        .collect();
+    assert_eq!(
+        picks,
+        ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]
+    );
+
+    let (route, upstream) = table.find("other", "/", &Method::POST).unwrap();
+    assert_eq!(route.name, "web");
+    assert_eq!(route.timeout, DEFAULT_RESPONSE_TIMEOUT);
+    assert_eq!(upstream.targets[0].authority.port_u16(), Some(8080));
+    assert_eq!(table.route_names().collect::<Vec<_>>(), ["api", "web"]);
+}
+
+#[test]
+fn compile_reports_every_problem() {
+    let mut config = sample();
+    config
+        .routes
+        .push(route("dangling", &[], Path::Exact("/x".into()), "missing"));
+    config.routes.push(Route {
+        name: "no-match".into(),
+        upstream: "web".into(),
+        ..Default::default()
+    });
+    config
+        .upstreams
+        .push(upstream("bad", &[("not an address", 1)]));
+    let errors = compile(&config).unwrap_err();
+    let fields: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.resource.as_str(), e.field.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("upstream/bad", "targets[0].address"),
+            ("route/dangling", "upstream"),
+            ("route/no-match", "match"),
+        ]
+    );
+}
+
+#[test]
+fn empty_config_compiles_to_an_empty_table() {
+    let table = compile(&Config::default()).unwrap();
+    assert!(table.find("h", "/", &Method::GET).is_none());
+}
+
+#[test]
+fn round_robin_position_survives_an_unrelated_change() {
+    let cursors = crate::balance::BalanceCursors::default();
+    let mut first = compile(&sample()).unwrap();
+    first.adopt_cursors(&cursors);
+    let (_, api) = first.find("api.example.com", "/", &Method::GET).unwrap();
+    assert_eq!(api.next_target().unwrap().address, "10.0.0.1:80");
+
+    let mut changed = sample();
+    changed.routes[1].priority = 5;
+    let mut second = compile(&changed).unwrap();
+    second.adopt_cursors(&cursors);
+    let (_, api) = second.find("api.example.com", "/", &Method::GET).unwrap();
+    assert_eq!(api.next_target().unwrap().address, "10.0.0.2:80");
+}
