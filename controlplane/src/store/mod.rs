@@ -331,3 +331,6 @@ fn to_u64(value: i64) -> u64 {
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

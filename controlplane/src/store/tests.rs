@@ -1,0 +1,316 @@
+//! One suite, both backends: every test runs against a fresh Postgres database and a fresh
+//! SQLite file, so the embedded store cannot drift from the production one.
+
+use gateway_proto::v1::{
+    Config, HealthCheckPolicy, HttpHealthCheck, Route, RouteMatch, Target, Upstream, route_match,
+};
+
+use super::*;
+
+/// A store on a throwaway database, dropped with the guard.
+struct Scratch {
+    store: Store,
+    _guard: Guard,
+}
+
+enum Guard {
+    Postgres { admin_url: String, name: String },
+    Sqlite(#[allow(dead_code)] std::path::PathBuf),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        match self {
+            Guard::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime; use a thread with its own.
+                let _ = std::thread::spawn(move || {
+                    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                        return;
+                    };
+                    runtime.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&mut conn)
+                            .await;
+                        }
+                    });
+                })
+                .join();
+            }
+            Guard::Sqlite(path) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+    }
+}
+
+async fn postgres() -> Scratch {
+    use sqlx::Connection;
+    let admin_url = std::env::var("GATEWAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("gw_store_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("Postgres for the store tests");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
+    let store = Store::open(&format!("{base}/{name}"))
+        .await
+        .expect("open Postgres store");
+    Scratch {
+        store,
+        _guard: Guard::Postgres { admin_url, name },
+    }
+}
+
+async fn sqlite() -> Scratch {
+    let dir = std::env::temp_dir().join(format!("gw-store-{:016x}", rand::random::<u64>()));
+    let path = dir.join("gateway.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open SQLite store");
+    Scratch {
+        store,
+        _guard: Guard::Sqlite(path),
+    }
+}
+
+/// Runs each listed test body once per backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::postgres().await.store).await; })*
+        }
+        mod on_sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await.store).await; })*
+        }
+    };
+}
+
+both_backends!(
+    versions_are_monotonic_and_start_at_zero,
+    a_change_is_all_or_nothing,
+    an_identical_change_creates_no_version,
+    references_are_enforced_by_keys,
+    deletes_are_stored,
+    history_keeps_every_version,
+    dataplanes_are_recorded,
+);
+
+/// A change that upserts one resource.
+fn add<R: Resource>(resource: R) -> impl FnOnce(&mut Config) -> Result<(), ApiError> {
+    move |config| {
+        config.upsert(resource);
+        Ok(())
+    }
+}
+
+fn upstream(name: &str) -> Upstream {
+    Upstream {
+        name: name.into(),
+        targets: vec![Target {
+            address: "127.0.0.1:9001".into(),
+            weight: 1,
+        }],
+        ..Default::default()
+    }
+}
+
+fn route(name: &str, upstream: &str) -> Route {
+    Route {
+        name: name.into(),
+        r#match: Some(RouteMatch {
+            path: Some(route_match::Path::Prefix(format!("/{name}"))),
+            ..Default::default()
+        }),
+        upstream: upstream.into(),
+        ..Default::default()
+    }
+}
+
+async fn versions_are_monotonic_and_start_at_zero(store: Store) {
+    assert_eq!(store.head_version().await.unwrap(), 0);
+    assert_eq!(store.latest().await.unwrap().version, 0);
+    let first = store.mutate(add(upstream("a"))).await.unwrap();
+    let second = store.mutate(add(upstream("b"))).await.unwrap();
+    assert_eq!((first.version, second.version), (1, 2));
+    let latest = store.latest().await.unwrap();
+    assert_eq!(latest.version, 2);
+    assert_eq!(
+        latest.hash,
+        gateway_proto::hash::config_hash(&latest.config)
+    );
+}
+
+async fn a_change_is_all_or_nothing(store: Store) {
+    let error = store
+        .mutate(|c| {
+            c.upstreams.push(upstream("ok"));
+            c.routes.push(route("broken", "missing"));
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ApiError::Invalid(ref v) if v[0].field == "upstream"),
+        "{error:?}"
+    );
+    assert!(
+        store.list::<Upstream>().await.unwrap().is_empty(),
+        "nothing of a refused change is written"
+    );
+    assert_eq!(
+        store.head_version().await.unwrap(),
+        0,
+        "a refused change takes no version"
+    );
+
+    let refused = store
+        .mutate(|_| Err(ApiError::BadRequest("no".into())))
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(store.head_version().await.unwrap(), 0);
+}
+
+async fn an_identical_change_creates_no_version(store: Store) {
+    store.mutate(add(upstream("a"))).await.unwrap();
+    let again = store
+        .mutate(|c| {
+            c.upsert(upstream("a"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert!(again.changes.is_empty());
+    assert_eq!(again.version, 1);
+    assert_eq!(store.head_version().await.unwrap(), 1);
+}
+
+async fn references_are_enforced_by_keys(store: Store) {
+    store
+        .mutate(|c| {
+            c.health_checks.push(HealthCheckPolicy {
+                name: "hc".into(),
+                http: Some(HttpHealthCheck {
+                    path: "/".into(),
+                    interval_ms: 1000,
+                    timeout_ms: 500,
+                    healthy_threshold: 1,
+                    unhealthy_threshold: 1,
+                    expected_statuses: vec![],
+                }),
+                ..Default::default()
+            });
+            c.upstreams.push(Upstream {
+                health_check: "hc".into(),
+                ..upstream("a")
+            });
+            c.routes.push(route("r", "a"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    // Bypass validation: the foreign keys alone must refuse a dangling reference.
+    let mut tx = store.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM upstreams WHERE name = 'a'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        tx.commit().await.is_err(),
+        "deleting a referenced upstream violates the key"
+    );
+    assert_eq!(store.get::<Upstream>("a").await.unwrap().name, "a");
+}
+
+async fn deletes_are_stored(store: Store) {
+    store.mutate(add(upstream("a"))).await.unwrap();
+    let commit = store
+        .mutate(|c| {
+            c.upstreams.clear();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        commit.changes,
+        vec![change(ChangeOp::Delete, Kind::Upstream, "a")]
+    );
+    assert!(matches!(
+        store.get::<Upstream>("a").await,
+        Err(ApiError::NotFound { .. })
+    ));
+    assert_eq!(store.latest().await.unwrap().config, Config::default());
+}
+
+async fn history_keeps_every_version(store: Store) {
+    store.mutate(add(upstream("a"))).await.unwrap();
+    store.mutate(add(upstream("b"))).await.unwrap();
+    let rows = sqlx::query("SELECT version FROM config_versions ORDER BY version")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
+    assert_eq!(versions, vec![1, 2]);
+}
+
+async fn dataplanes_are_recorded(store: Store) {
+    let hello = gateway_proto::v1::Hello {
+        node_id: "dp-1".into(),
+        build_version: "1".into(),
+        ..Default::default()
+    };
+    store
+        .dataplane_connected(&hello, "127.0.0.1:5000")
+        .await
+        .unwrap();
+    store.dataplane_applied("dp-1", 3, "abc").await.unwrap();
+    let violation = gateway_proto::v1::FieldViolation {
+        resource: "route/r".into(),
+        field: "match".into(),
+        reason: "bad".into(),
+    };
+    store
+        .dataplane_rejected("dp-1", 4, std::slice::from_ref(&violation))
+        .await
+        .unwrap();
+    let listed = store.dataplanes().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let dp = &listed[0];
+    assert!(dp.connected);
+    assert_eq!(
+        (
+            dp.applied_version,
+            dp.applied_hash.as_str(),
+            dp.rejected_version
+        ),
+        (3, "abc", 4)
+    );
+    assert_eq!(dp.rejection_errors, vec![violation]);
+    store.dataplane_disconnected("dp-1").await.unwrap();
+    assert!(!store.dataplanes().await.unwrap()[0].connected);
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_embedded_store_is_refused() {
+    let scratch = sqlite().await;
+    let Backend::Sqlite { path, .. } = scratch.store.backend() else {
+        unreachable!()
+    };
+    let second = Store::open(&format!("sqlite://{}", path.display())).await;
+    let Err(error) = second else {
+        panic!("a second store on the same file opened")
+    };
+    assert!(error.to_string().contains("Postgres"), "{error}");
+}
