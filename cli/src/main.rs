@@ -1,1 +1,189 @@
-fn main() {}
+//! `gatewayctl`: the command line of the gateway's control plane.
+//!
+//! Every command is one or two gRPC calls to `gateway.v1.AdminService`. Local work (flag parsing,
+//! reading apply files) happens before connecting, so bad input is reported without a server.
+//! Exit codes: 0 success, 1 any failure (`error: …` on stderr), 2 usage errors (clap's).
+
+mod commands;
+mod flags;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::Context;
+use commands::apply::ApplyArgs;
+use commands::dataplane::DataPlaneCommand;
+use commands::healthcheck::HealthCheckCommand;
+use commands::route::RouteCommand;
+use commands::upstream::UpstreamCommand;
+use output::Format;
+
+/// Manage the API gateway: upstreams, routes, health checks, and the data planes that serve them.
+#[derive(Debug, Parser)]
+#[command(name = "gatewayctl", version, propagate_version = true)]
+struct Cli {
+    /// Control plane's gRPC address
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAYCTL_SERVER",
+        default_value = "http://127.0.0.1:9090",
+        value_parser = flags::server_url
+    )]
+    server: String,
+    /// Bearer token sent with every request
+    #[arg(long, global = true, env = "GATEWAYCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Groups of targets that routes send traffic to
+    Upstream {
+        #[command(subcommand)]
+        command: UpstreamCommand,
+    },
+    /// Which requests go to which upstream
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+    /// Active health-check policies that upstreams refer to
+    #[command(alias = "health-check")]
+    Healthcheck {
+        #[command(subcommand)]
+        command: HealthCheckCommand,
+    },
+    /// Data planes and the config version each applied or rejected
+    Dataplane {
+        #[command(subcommand)]
+        command: DataPlaneCommand,
+    },
+    /// The current config version and which data planes are behind or rejected it
+    Status,
+    /// Create or replace every resource in YAML files, in one transaction
+    Apply(ApplyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(cli.server, cli.token, cli.output);
+    match cli.command {
+        Command::Upstream { command } => commands::upstream::run(&ctx, command).await,
+        Command::Route { command } => commands::route::run(&ctx, command).await,
+        Command::Healthcheck { command } => commands::healthcheck::run(&ctx, command).await,
+        Command::Dataplane { command } => commands::dataplane::run(&ctx, command).await,
+        Command::Status => commands::status::run(&ctx).await,
+        Command::Apply(args) => commands::apply::run(&ctx, args).await,
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn contract_examples_parse() {
+        for line in [
+            "gatewayctl upstream create web --target 10.0.0.1:8080=3 --target 10.0.0.2:8080 --lb round-robin --health-check hc",
+            "gatewayctl healthcheck create hc --http-path /healthz --interval 2s --timeout 1s --healthy-threshold 2 --unhealthy-threshold 3",
+            "gatewayctl route create api --host api.example.com --path-prefix /v1 --method GET --priority 10 --upstream web --timeout 5s",
+            "gatewayctl route list -o json",
+            "gatewayctl upstream get web -o yaml",
+            "gatewayctl healthcheck delete hc",
+            "gatewayctl dataplane list -o wide",
+            "gatewayctl dataplane get dp-1",
+            "gatewayctl status",
+            "gatewayctl apply -f gateway.yaml",
+            "gatewayctl -o yaml --server http://cp:9090 route get api",
+        ] {
+            let args = line.split_whitespace();
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn route_needs_exactly_one_path_match() {
+        let both = "gatewayctl route create api --path-prefix /a --path-exact /b --upstream web";
+        let none = "gatewayctl route create api --upstream web";
+        for line in [both, none] {
+            let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors() {
+        for line in [
+            "gatewayctl upstream create web --target 10.0.0.1",
+            "gatewayctl upstream create web --target 10.0.0.1:80 --connect-timeout fast",
+            "gatewayctl upstream create web --target 10.0.0.1:80 --lb magic",
+            "gatewayctl healthcheck create hc --http-path / --expected-status 2xx",
+            "gatewayctl route create api --path-prefix / --upstream web --set-header novalue",
+            "gatewayctl --server ftp://x status",
+        ] {
+            let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_defaults() {
+        let cli = Cli::try_parse_from(
+            "gatewayctl healthcheck create hc --http-path /healthz".split_whitespace(),
+        )
+        .unwrap();
+        let Command::Healthcheck {
+            command: HealthCheckCommand::Create(args),
+        } = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let policy = gateway_proto::v1::HealthCheckPolicy::from(args);
+        let http = policy.http.unwrap();
+        assert_eq!(
+            (
+                http.interval_ms,
+                http.timeout_ms,
+                http.healthy_threshold,
+                http.unhealthy_threshold
+            ),
+            (5000, 1000, 2, 3)
+        );
+    }
+}

@@ -1,0 +1,359 @@
+use gateway_proto::v1::{
+    Header, HeaderRewrite, HttpHealthCheck, LoadBalancingPolicy, RouteMatch, StatusRange, Target,
+    route_match,
+};
+
+use super::*;
+
+fn source(name: &str, text: &str) -> Source {
+    Source {
+        name: name.into(),
+        text: text.into(),
+    }
+}
+
+fn parse(text: &str) -> Result<Config, Vec<String>> {
+    parse_sources(&[source("gateway.yaml", text)])
+}
+
+fn parse_err(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(config) => panic!("parsed: {config:?}"),
+        Err(errors) => errors,
+    }
+}
+
+const GOOD: &str = r#"
+# A whole gateway in one file.
+kind: HealthCheckPolicy
+api_version: gateway/v1
+name: hc
+http:
+  path: /healthz
+  interval_ms: 2000
+  timeout_ms: 1000
+  healthy_threshold: 2
+  unhealthy_threshold: 3
+  expected_statuses: [{from: 200, to: 299}]
+---
+kind: Upstream
+name: web
+labels: {team: web, tier: "1"}
+targets:
+  - {address: "10.0.0.1:8080", weight: 3}
+  - address: 10.0.0.2:8080
+load_balancing: LOAD_BALANCING_POLICY_ROUND_ROBIN
+health_check: hc
+connect_timeout_ms: 2000
+---
+---
+kind: Route
+name: api
+match:
+  hosts: [api.example.com]
+  prefix: /v1
+  methods: [GET]
+priority: 10
+upstream: web
+request_headers:
+  set: [{name: x-env, value: prod}]
+  remove: [x-debug]
+timeout_ms: 5000
+"#;
+
+#[test]
+fn a_good_file_becomes_one_config() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(
+        config.health_checks,
+        vec![HealthCheckPolicy {
+            name: "hc".into(),
+            labels: Default::default(),
+            http: Some(HttpHealthCheck {
+                path: "/healthz".into(),
+                interval_ms: 2000,
+                timeout_ms: 1000,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                expected_statuses: vec![StatusRange { from: 200, to: 299 }],
+            }),
+        }]
+    );
+    assert_eq!(
+        config.upstreams,
+        vec![Upstream {
+            name: "web".into(),
+            labels: [("team".into(), "web".into()), ("tier".into(), "1".into())].into(),
+            targets: vec![
+                Target {
+                    address: "10.0.0.1:8080".into(),
+                    weight: 3
+                },
+                Target {
+                    address: "10.0.0.2:8080".into(),
+                    weight: 0
+                },
+            ],
+            load_balancing: LoadBalancingPolicy::RoundRobin as i32,
+            health_check: "hc".into(),
+            connect_timeout_ms: 2000,
+        }]
+    );
+    assert_eq!(
+        config.routes,
+        vec![Route {
+            name: "api".into(),
+            labels: Default::default(),
+            r#match: Some(RouteMatch {
+                hosts: vec!["api.example.com".into()],
+                path: Some(route_match::Path::Prefix("/v1".into())),
+                methods: vec!["GET".into()],
+            }),
+            priority: 10,
+            upstream: "web".into(),
+            request_headers: Some(HeaderRewrite {
+                set: vec![Header {
+                    name: "x-env".into(),
+                    value: "prod".into()
+                }],
+                remove: vec!["x-debug".into()],
+            }),
+            timeout_ms: 5000,
+        }]
+    );
+}
+
+#[test]
+fn unknown_field_names_file_document_resource_and_field() {
+    let errors = parse_err(
+        "kind: Upstream\nname: web\ntargets: [{address: \"a:1\"}]\n---\n\
+         kind: Route\nname: api\nmatch: {pathh: /v1}\nupstream: web\n",
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = &errors[0];
+    assert!(
+        error.starts_with("gateway.yaml: document 2 (Route \"api\"): "),
+        "{error}"
+    );
+    assert!(error.contains("unknown field \"pathh\""), "{error}");
+    assert!(error.contains("): match: unknown field"), "{error}");
+    assert!(!error.contains("loadBalancing"), "{error}");
+}
+
+#[test]
+fn misspelt_top_level_field_suggests_the_right_one() {
+    let errors = parse_err("kind: Upstream\nname: web\ntarget: []\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .starts_with("gateway.yaml: document 1 (Upstream \"web\"): unknown field \"target\""),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("did you mean \"targets\"?"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn unknown_kind_is_named() {
+    let errors = parse_err("kind: Upstream\nname: web\n---\nkind: Certificate\nname: site\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("gateway.yaml: document 2: unknown kind \"Certificate\""),
+        "{}",
+        errors[0]
+    );
+    for kind in ["Upstream", "Route", "HealthCheckPolicy"] {
+        assert!(errors[0].contains(kind), "{}", errors[0]);
+    }
+}
+
+#[test]
+fn missing_kind_and_wrong_api_version_are_errors() {
+    let errors = parse_err("name: web\n---\nkind: Route\napi_version: gateway/v2\nname: api\n");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("gateway.yaml: document 1: missing `kind`"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("gateway.yaml: document 2 (Route \"api\"): unsupported api_version"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn bad_yaml_names_file_and_document() {
+    let errors = parse_err("kind: Upstream\nname: web\n---\nkind: Route\nname: [unclosed\n");
+
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("gateway.yaml: document 2: invalid YAML: "),
+        "{}",
+        errors[0]
+    );
+    // The position is in the file, not in the document.
+    assert!(errors[0].contains("line 5"), "{}", errors[0]);
+}
+
+#[test]
+fn a_document_that_is_not_a_mapping_is_an_error() {
+    let errors = parse_err("- kind: Upstream\n");
+    assert!(
+        errors[0].starts_with("gateway.yaml: document 1: expected a mapping"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn wrong_types_and_enum_names_are_reported_with_their_field() {
+    let errors = parse_err(
+        "kind: Upstream\nname: web\nload_balancing: ROUND_ROBIN\n---\n\
+         kind: HealthCheckPolicy\nname: hc\nhttp: {interval_ms: 2s}\n",
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("gateway.yaml: document 1 (Upstream \"web\"): load_balancing: "),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].ends_with("unknown variant \"ROUND_ROBIN\" (expected one of: LOAD_BALANCING_POLICY_UNSPECIFIED, LOAD_BALANCING_POLICY_ROUND_ROBIN)"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1]
+            .starts_with("gateway.yaml: document 2 (HealthCheckPolicy \"hc\"): http.interval_ms: "),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[1].ends_with("(durations are whole milliseconds, e.g. 2000)"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn every_error_of_every_file_is_reported() {
+    let errors = parse_sources(&[
+        source("a.yaml", "kind: Route\nname: api\nupstrem: web\n"),
+        source("b.yaml", "kind: Nope\n---\nkind: Upstream\nname: web\n"),
+    ])
+    .unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("a.yaml: document 1 (Route \"api\")"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("b.yaml: document 1: unknown kind"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn duplicates_across_files_name_both_places() {
+    let errors = parse_sources(&[
+        source("a.yaml", "kind: Upstream\nname: web\n"),
+        source(
+            "b.yaml",
+            "kind: Route\nname: web\n---\nkind: Upstream\nname: web\n",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        vec![
+            "b.yaml: document 2 (Upstream \"web\"): Upstream \"web\" is already defined in a.yaml document 1"
+        ]
+    );
+}
+
+#[test]
+fn a_resource_needs_a_name() {
+    let errors = parse_err("kind: Upstream\ntargets: []\n");
+    assert_eq!(
+        errors,
+        vec!["gateway.yaml: document 1 (Upstream): missing `name`"]
+    );
+}
+
+#[test]
+fn empty_documents_are_skipped() {
+    let config = parse("# nothing\n---\n---\nkind: Upstream\nname: web\n").unwrap();
+    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(parse("").unwrap().resource_count(), 0);
+}
+
+/// What `get -o yaml` prints is what `apply` reads, including strings that look like numbers
+/// or booleans.
+#[test]
+fn yaml_output_round_trips_through_apply() {
+    let config = parse(GOOD).unwrap();
+    let mut route = config.routes[0].clone();
+    route.labels = [
+        ("version".into(), "010".into()),
+        ("enabled".into(), "true".into()),
+        ("empty".into(), String::new()),
+        ("null".into(), "null".into()),
+    ]
+    .into();
+    let mut text = output::yaml_resources(&config.upstreams).unwrap();
+    text.push_str("---\n");
+    text.push_str(&output::yaml_resources(&[route.clone(), config.routes[0].clone()]).unwrap());
+    text.push_str("---\n");
+    text.push_str(&output::yaml_resources(&config.health_checks).unwrap());
+    // Two routes with the same name would be a duplicate: rename the second.
+    let text = text.replacen("name: api", "name: api-2", 1);
+    assert!(text.starts_with("kind: Upstream\n"), "{text}");
+    let back = parse(&text).unwrap();
+    assert_eq!(back.upstreams, config.upstreams, "{text}");
+    route.name = "api-2".into();
+    let mut original = config.routes[0].clone();
+    original.name = "api".into();
+    assert_eq!(back.routes, vec![route, original], "{text}");
+    assert_eq!(back.health_checks, config.health_checks, "{text}");
+}
+
+#[test]
+fn field_errors_read_well() {
+    assert_eq!(
+        field_error("unknown field `pathh`, expected one of `hosts`, `methods`, `exact`, `prefix`"),
+        "unknown field \"pathh\" (expected one of: hosts, methods, exact, prefix)"
+    );
+    assert_eq!(
+        field_error("unknown field `prefx`, expected one of `hosts`, `prefix`"),
+        "unknown field \"prefx\" (expected one of: hosts, prefix; did you mean \"prefix\"?)"
+    );
+    assert_eq!(field_error("invalid type: `x`"), "invalid type: \"x\"");
+}
+
+#[test]
+fn edit_distances() {
+    assert_eq!(edit_distance("pathh", "path"), 1);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+}
+
+#[test]
+fn summary_counts_and_lists() {
+    let text = summary(&ApplyResponse {
+        version: 7,
+        created: vec!["upstream/web".into()],
+        updated: vec![],
+        unchanged: vec!["route/api".into(), "health-check/hc".into()],
+    });
+    assert_eq!(
+        text,
+        "applied version 7: created 1, updated 0, unchanged 2\n  created upstream/web\n  unchanged route/api\n  unchanged health-check/hc\n"
+    );
+}

@@ -1,0 +1,148 @@
+//! `gatewayctl healthcheck …`: active HTTP health checks that upstreams refer to by name.
+
+use clap::{Args, Subcommand};
+use gateway_proto::v1::{
+    DeleteRequest, GetRequest, HealthCheckPolicy, HttpHealthCheck, ListRequest, StatusRange,
+};
+
+use super::{Client, Context, Crud, Managed, run_crud};
+use crate::flags;
+use crate::output::{self, Row};
+
+#[derive(Debug, Subcommand)]
+pub enum HealthCheckCommand {
+    /// Create a health-check policy
+    Create(HealthCheckArgs),
+    /// Replace a health-check policy with exactly what the flags say
+    Replace(HealthCheckArgs),
+    /// List health-check policies
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one health-check policy
+    Get { name: String },
+    /// Delete a health-check policy (refused while an upstream uses it)
+    #[command(visible_alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct HealthCheckArgs {
+    /// Name: lowercase letters, digits and '-', 1 to 63 characters
+    name: String,
+    /// Path requested on each target
+    #[arg(long, value_name = "PATH")]
+    http_path: String,
+    /// Time between two checks of a target
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = flags::duration_ms)]
+    interval: u32,
+    /// Time allowed for a check's response
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = flags::duration_ms)]
+    timeout: u32,
+    /// Consecutive successes that mark a target healthy
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    healthy_threshold: u32,
+    /// Consecutive failures that mark a target unhealthy
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    unhealthy_threshold: u32,
+    /// Status code or range that counts as healthy, repeatable [default: 200-399]
+    #[arg(long = "expected-status", value_name = "CODE|FROM-TO", value_parser = flags::status_range)]
+    expected_statuses: Vec<StatusRange>,
+    /// A label, repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = flags::key_value)]
+    labels: Vec<(String, String)>,
+}
+
+impl From<HealthCheckArgs> for HealthCheckPolicy {
+    fn from(args: HealthCheckArgs) -> Self {
+        HealthCheckPolicy {
+            name: args.name,
+            labels: args.labels.into_iter().collect(),
+            http: Some(HttpHealthCheck {
+                path: args.http_path,
+                interval_ms: args.interval,
+                timeout_ms: args.timeout,
+                healthy_threshold: args.healthy_threshold,
+                unhealthy_threshold: args.unhealthy_threshold,
+                expected_statuses: args.expected_statuses,
+            }),
+        }
+    }
+}
+
+pub async fn run(ctx: &Context, command: HealthCheckCommand) -> anyhow::Result<()> {
+    let verb = match command {
+        HealthCheckCommand::Create(args) => Crud::Create(args),
+        HealthCheckCommand::Replace(args) => Crud::Replace(args),
+        HealthCheckCommand::List => Crud::List,
+        HealthCheckCommand::Get { name } => Crud::Get(name),
+        HealthCheckCommand::Delete { name } => Crud::Delete(name),
+    };
+    run_crud(ctx, verb, HealthCheckPolicy::from).await
+}
+
+impl Managed for HealthCheckPolicy {
+    const PLURAL: &'static str = "health-check policies";
+
+    async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {
+        Ok(client.create_health_check(item).await?.into_inner())
+    }
+    async fn replace(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {
+        Ok(client.replace_health_check(item).await?.into_inner())
+    }
+    async fn list_all(client: &mut Client) -> Result<Vec<Self>, tonic::Status> {
+        Ok(client
+            .list_health_checks(ListRequest {})
+            .await?
+            .into_inner()
+            .items)
+    }
+    async fn get(client: &mut Client, name: String) -> Result<Self, tonic::Status> {
+        Ok(client
+            .get_health_check(GetRequest { name })
+            .await?
+            .into_inner())
+    }
+    async fn delete(client: &mut Client, name: String) -> Result<u64, tonic::Status> {
+        let response = client.delete_health_check(DeleteRequest { name }).await?;
+        Ok(response.into_inner().version)
+    }
+}
+
+impl Row for HealthCheckPolicy {
+    const HEADERS: &'static [&'static str] = &[
+        "NAME",
+        "PATH",
+        "INTERVAL",
+        "TIMEOUT",
+        "HEALTHY",
+        "UNHEALTHY",
+        "EXPECTED STATUS",
+        "LABELS",
+    ];
+    const NARROW: usize = 7;
+
+    fn cells(&self) -> Vec<String> {
+        let http = self.http.clone().unwrap_or_default();
+        let expected = if http.expected_statuses.is_empty() {
+            "200-399".to_owned()
+        } else {
+            output::joined(http.expected_statuses.iter().map(|r| {
+                if r.from == r.to {
+                    r.from.to_string()
+                } else {
+                    format!("{}-{}", r.from, r.to)
+                }
+            }))
+        };
+        vec![
+            self.name.clone(),
+            output::or_dash(http.path),
+            flags::format_ms(http.interval_ms),
+            flags::format_ms(http.timeout_ms),
+            http.healthy_threshold.to_string(),
+            http.unhealthy_threshold.to_string(),
+            expected,
+            output::labels(&self.labels),
+        ]
+    }
+}
