@@ -189,6 +189,14 @@ impl Drop for Process {
     }
 }
 
+/// Keeps a failed test's directory (and the logs in it) for a post-mortem.
+fn keep_if_failing(dir: &mut TempDir) {
+    if std::thread::panicking() {
+        dir.disable_cleanup(true);
+        eprintln!("kept {} for inspection", dir.path().display());
+    }
+}
+
 /// A running `gateway-controlplane` on its own database and ports.
 pub struct ControlPlane {
     process: Process,
@@ -383,13 +391,25 @@ impl ControlPlane {
     }
 }
 
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        keep_if_failing(&mut self.dir);
+    }
+}
+
 /// A running `gateway-dataplane` with its own ports and cache directory.
 pub struct DataPlane {
     process: Process,
     node_id: String,
     listen: SocketAddr,
     admin: SocketAddr,
-    _dir: TempDir,
+    dir: TempDir,
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        keep_if_failing(&mut self.dir);
+    }
 }
 
 impl DataPlane {
@@ -426,7 +446,7 @@ impl DataPlane {
             node_id: node_id.to_owned(),
             listen,
             admin,
-            _dir: dir,
+            dir,
         };
         dp.restart().await;
         dp
