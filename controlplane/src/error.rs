@@ -12,6 +12,8 @@ pub enum ApiError {
     NotFound { kind: Kind, name: String },
     #[error("data plane {0:?} has never connected")]
     UnknownDataPlane(String),
+    #[error("config version {0} does not exist")]
+    UnknownVersion(u64),
     #[error("{} already exists", resource_ref(*kind, name))]
     AlreadyExists { kind: Kind, name: String },
     #[error("{} is in use by {}", resource_ref(*kind, name), used_by.join(", "))]
@@ -38,7 +40,9 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => {
                 "INVALID_ARGUMENT"
             }
-            ApiError::NotFound { .. } | ApiError::UnknownDataPlane(_) => "NOT_FOUND",
+            ApiError::NotFound { .. }
+            | ApiError::UnknownDataPlane(_)
+            | ApiError::UnknownVersion(_) => "NOT_FOUND",
             ApiError::AlreadyExists { .. } => "ALREADY_EXISTS",
             ApiError::InUse { .. } => "FAILED_PRECONDITION",
             ApiError::Unavailable(_) => "UNAVAILABLE",
@@ -89,9 +93,9 @@ impl From<ApiError> for tonic::Status {
             ApiError::Invalid(_) | ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => {
                 tonic::Status::invalid_argument(message)
             }
-            ApiError::NotFound { .. } | ApiError::UnknownDataPlane(_) => {
-                tonic::Status::not_found(message)
-            }
+            ApiError::NotFound { .. }
+            | ApiError::UnknownDataPlane(_)
+            | ApiError::UnknownVersion(_) => tonic::Status::not_found(message),
             ApiError::AlreadyExists { .. } => tonic::Status::already_exists(message),
             ApiError::InUse { .. } => tonic::Status::failed_precondition(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),

@@ -2,12 +2,12 @@
 
 use gateway_proto::kind::Resource;
 use gateway_proto::v1::{
-    ApplyResponse, Config, DataPlane, HealthCheckPolicy, Route, Status, Upstream,
+    ApplyResponse, Config, ConfigVersion, DataPlane, HealthCheckPolicy, Route, Status, Upstream,
 };
 
 use crate::error::ApiError;
 use crate::snapshot::Snapshots;
-use crate::store::{ChangeOp, Commit, Store, StoredResource};
+use crate::store::{CREATE, Commit, Store, StoredResource};
 
 #[derive(Clone)]
 pub struct ConfigService {
@@ -132,21 +132,43 @@ impl ConfigService {
                 Ok(())
             })
             .await?;
+        Ok(apply_response(&commit, names))
+    }
+
+    pub async fn versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, ApiError> {
+        let limit = if limit == 0 { 50 } else { limit.min(1000) };
+        self.store.versions(limit).await
+    }
+
+    pub async fn version(&self, version: u64) -> Result<ConfigVersion, ApiError> {
+        self.store
+            .version(version)
+            .await?
+            .ok_or(ApiError::UnknownVersion(version))
+    }
+
+    /// Makes a new version whose content equals version `to`. The whole config is replaced and
+    /// validated again, so a version that no longer passes today's validation is refused.
+    pub async fn rollback(&self, to: u64) -> Result<ApplyResponse, ApiError> {
+        let target = self.version(to).await?.config.unwrap_or_default();
+        let commit = self
+            .commit(move |config| {
+                *config = target;
+                Ok(())
+            })
+            .await?;
         let mut response = ApplyResponse {
             version: commit.version,
             ..Default::default()
         };
-        for change in &commit.changes {
+        for change in commit.changes {
             let name = format!("{}/{}", change.kind, change.name);
-            match change.op {
-                ChangeOp::Create => response.created.push(name),
-                ChangeOp::Update | ChangeOp::Delete => response.updated.push(name),
+            if change.op == CREATE {
+                response.created.push(name)
+            } else {
+                response.updated.push(name)
             }
         }
-        response.unchanged = names
-            .into_iter()
-            .filter(|n| !response.created.contains(n) && !response.updated.contains(n))
-            .collect();
         Ok(response)
     }
 
@@ -183,4 +205,26 @@ fn upsert_all<R: Resource>(config: &mut Config, resources: Vec<R>) {
     for resource in resources {
         config.upsert(resource);
     }
+}
+
+/// Sorts a commit's changes into created and updated (deletes count as updates of the config);
+/// every `requested` resource that did not change is reported unchanged.
+fn apply_response(commit: &Commit, requested: Vec<String>) -> ApplyResponse {
+    let mut response = ApplyResponse {
+        version: commit.version,
+        ..Default::default()
+    };
+    for change in &commit.changes {
+        let name = format!("{}/{}", change.kind, change.name);
+        if change.op == CREATE {
+            response.created.push(name);
+        } else {
+            response.updated.push(name);
+        }
+    }
+    response.unchanged = requested
+        .into_iter()
+        .filter(|n| !response.created.contains(n) && !response.updated.contains(n))
+        .collect();
+    response
 }

@@ -2,9 +2,11 @@
 
 use gateway_proto::v1::admin_service_server::AdminService;
 use gateway_proto::v1::{
-    ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest, GetStatusRequest,
-    HealthCheckPolicy, ListDataPlanesResponse, ListHealthChecksResponse, ListRequest,
-    ListRoutesResponse, ListUpstreamsResponse, Route, Status as ConfigStatus, Upstream,
+    ApplyRequest, ApplyResponse, ConfigVersion, DeleteRequest, DeleteResponse, GetRequest,
+    GetStatusRequest, GetVersionRequest, HealthCheckPolicy, ListDataPlanesResponse,
+    ListHealthChecksResponse, ListRequest, ListRoutesResponse, ListUpstreamsResponse,
+    ListVersionsRequest, ListVersionsResponse, RollbackRequest, Route, Status as ConfigStatus,
+    Upstream,
 };
 use tonic::{Request, Response, Status};
 
@@ -127,5 +129,25 @@ impl AdminService for AdminApi {
 
     async fn get_status(&self, _: Request<GetStatusRequest>) -> Reply<ConfigStatus> {
         Ok(Response::new(self.service.status().await?))
+    }
+
+    async fn list_versions(
+        &self,
+        request: Request<ListVersionsRequest>,
+    ) -> Reply<ListVersionsResponse> {
+        let items = self.service.versions(request.into_inner().limit).await?;
+        Ok(Response::new(ListVersionsResponse { items }))
+    }
+
+    async fn get_version(&self, request: Request<GetVersionRequest>) -> Reply<ConfigVersion> {
+        Ok(Response::new(
+            self.service.version(request.into_inner().version).await?,
+        ))
+    }
+
+    async fn rollback(&self, request: Request<RollbackRequest>) -> Reply<ApplyResponse> {
+        Ok(Response::new(
+            self.service.rollback(request.into_inner().to).await?,
+        ))
     }
 }

@@ -46,6 +46,9 @@ pub fn router(service: ConfigService, store: Store) -> Router {
         .route("/v1/dataplanes", get(dataplanes))
         .route("/v1/dataplanes/{node_id}", get(dataplane))
         .route("/v1/status", get(status))
+        .route("/v1/versions", get(versions))
+        .route("/v1/versions/{version}", get(version))
+        .route("/v1/rollback", axum::routing::post(rollback))
         .fallback(|| async { ApiError::BadRequest("no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status".into()).into_problem(StatusCode::NOT_FOUND) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState { service, store })
@@ -137,6 +140,35 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.status().await?).into_response())
 }
 
+#[derive(serde::Deserialize)]
+struct VersionsQuery {
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn versions(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<VersionsQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(json!({ "items": state.service.versions(query.limit).await? })).into_response())
+}
+
+async fn version(
+    State(state): State<AppState>,
+    Path(version): Path<u64>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.service.version(version).await?).into_response())
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<gateway_proto::v1::RollbackRequest>,
+) -> Result<Response, ApiError> {
+    let response = state.service.rollback(request.to).await?;
+    let version = response.version;
+    Ok(written(StatusCode::OK, &response, version))
+}
+
 /// The name in a PUT body may be omitted; if given, it must agree with the path.
 fn name_from_path<R: Referenced>(resource: &mut R, path_name: &str) -> Result<(), ApiError> {
     let mut value =
@@ -202,7 +234,9 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound { .. } | ApiError::UnknownDataPlane(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. }
+            | ApiError::UnknownDataPlane(_)
+            | ApiError::UnknownVersion(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists { .. } | ApiError::InUse { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

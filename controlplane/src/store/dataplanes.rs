@@ -7,7 +7,7 @@ use gateway_proto::v1::{DataPlane, FieldViolation, Hello};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, now_ms, to_i64, to_u64};
+use super::{Store, now_ms, rfc3339, to_i64, to_u64};
 use crate::error::ApiError;
 
 /// A data plane whose replica stopped refreshing `last_seen` this long ago is shown disconnected,
@@ -135,10 +135,4 @@ fn dataplane_from_row(row: &AnyRow, now: i64) -> Result<DataPlane, ApiError> {
         rejection_errors,
         stale: row.try_get::<i64, _>(11)? == 1,
     })
-}
-
-fn rfc3339(ms: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(time).to_string()
 }

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_proto::hash::config_hash;
 use gateway_proto::kind::{Kind, Resource};
-use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::v1::{Config, ConfigChange, ConfigVersion, HealthCheckPolicy, Route, Upstream};
 use gateway_proto::validate::validate_config;
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::AnyPool;
@@ -36,21 +36,10 @@ pub struct VersionedConfig {
     pub config: Config,
 }
 
-/// What one committed change did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Change {
-    pub op: ChangeOp,
-    pub kind: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeOp {
-    Create,
-    Update,
-    Delete,
-}
+/// What a change did to one resource: `op` is one of these.
+pub const CREATE: &str = "create";
+pub const UPDATE: &str = "update";
+pub const DELETE: &str = "delete";
 
 /// The outcome of [`Store::mutate`]. `changes` is empty when the config was already as asked,
 /// in which case no version was created and `version` is the current one.
@@ -58,7 +47,7 @@ pub enum ChangeOp {
 pub struct Commit {
     pub version: u64,
     pub hash: String,
-    pub changes: Vec<Change>,
+    pub changes: Vec<ConfigChange>,
 }
 
 #[derive(Clone)]
@@ -104,6 +93,45 @@ impl Store {
             None => Ok(empty_config()),
             Some(row) => versioned_from_row(&row),
         }
+    }
+
+    /// The newest `limit` versions, newest first, without their configs.
+    pub async fn versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT version, hash, created_at_ms, changes FROM config_versions ORDER BY version DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ConfigVersion {
+                    version: to_u64(row.try_get(0)?),
+                    hash: row.try_get(1)?,
+                    created_at: rfc3339(row.try_get(2)?),
+                    changes: parse_spec(&row.try_get::<String, _>(3)?)?,
+                    config: None,
+                })
+            })
+            .collect()
+    }
+
+    /// One version with its whole config, if it exists.
+    pub async fn version(&self, version: u64) -> Result<Option<ConfigVersion>, ApiError> {
+        let row = sqlx::query(
+            "SELECT version, hash, created_at_ms, changes, config FROM config_versions WHERE version = $1",
+        )
+        .bind(to_i64(version))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(ConfigVersion {
+            version: to_u64(row.try_get(0)?),
+            hash: row.try_get(1)?,
+            created_at: rfc3339(row.try_get(2)?),
+            changes: parse_spec(&row.try_get::<String, _>(3)?)?,
+            config: Some(parse_spec(&row.try_get::<String, _>(4)?)?),
+        }))
     }
 
     pub async fn get<R: StoredResource>(&self, name: &str) -> Result<R, ApiError> {
@@ -242,14 +270,14 @@ async fn write_diff<R: StoredResource>(
     old: &Config,
     new: &Config,
     version: u64,
-    changes: &mut Vec<Change>,
+    changes: &mut Vec<ConfigChange>,
 ) -> Result<(), ApiError> {
     let old_by_name: BTreeMap<&str, &R> = R::list(old).iter().map(|r| (r.name(), r)).collect();
     let new_by_name: BTreeMap<&str, &R> = R::list(new).iter().map(|r| (r.name(), r)).collect();
     let delete = format!("DELETE FROM {} WHERE name = $1", R::TABLE);
     for name in old_by_name.keys().filter(|n| !new_by_name.contains_key(*n)) {
         sqlx::query(&delete).bind(*name).execute(&mut **tx).await?;
-        changes.push(change(ChangeOp::Delete, R::KIND, name));
+        changes.push(change(DELETE, R::KIND, name));
     }
     let upsert = match R::REFERENCE_COLUMN {
         Some(column) => format!(
@@ -267,8 +295,8 @@ async fn write_diff<R: StoredResource>(
     for (name, resource) in &new_by_name {
         let op = match old_by_name.get(name) {
             Some(previous) if previous == resource => continue,
-            Some(_) => ChangeOp::Update,
-            None => ChangeOp::Create,
+            Some(_) => UPDATE,
+            None => CREATE,
         };
         let spec = serde_json::to_string(resource)
             .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", R::KIND)))?;
@@ -285,9 +313,9 @@ async fn write_diff<R: StoredResource>(
     Ok(())
 }
 
-fn change(op: ChangeOp, kind: Kind, name: &str) -> Change {
-    Change {
-        op,
+fn change(op: &str, kind: Kind, name: &str) -> ConfigChange {
+    ConfigChange {
+        op: op.to_string(),
         kind: kind.as_str().to_string(),
         name: name.to_string(),
     }
@@ -321,6 +349,11 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// Versions are BIGINT in SQL and never negative.

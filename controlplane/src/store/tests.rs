@@ -243,10 +243,7 @@ async fn deletes_are_stored(store: Store) {
         })
         .await
         .unwrap();
-    assert_eq!(
-        commit.changes,
-        vec![change(ChangeOp::Delete, Kind::Upstream, "a")]
-    );
+    assert_eq!(commit.changes, vec![change(DELETE, Kind::Upstream, "a")]);
     assert!(matches!(
         store.get::<Upstream>("a").await,
         Err(ApiError::NotFound { .. })
@@ -257,12 +254,24 @@ async fn deletes_are_stored(store: Store) {
 async fn history_keeps_every_version(store: Store) {
     store.mutate(add(upstream("a"))).await.unwrap();
     store.mutate(add(upstream("b"))).await.unwrap();
-    let rows = sqlx::query("SELECT version FROM config_versions ORDER BY version")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-    let versions: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
-    assert_eq!(versions, vec![1, 2]);
+    let history = store.versions(10).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![2, 1], "newest first");
+    assert_eq!(
+        history[0].changes,
+        vec![change(CREATE, Kind::Upstream, "b")]
+    );
+    let first = store.version(1).await.unwrap().unwrap();
+    let names: Vec<&str> = first
+        .config
+        .as_ref()
+        .unwrap()
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["a"]);
+    assert!(store.version(3).await.unwrap().is_none());
 }
 
 async fn dataplanes_are_recorded(store: Store) {
