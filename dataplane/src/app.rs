@@ -14,6 +14,7 @@ use gateway_proto::v1::{Config, FieldViolation, Snapshot};
 use gateway_proto::validate::validate_config;
 
 use crate::balance::BalanceCursors;
+use crate::cache::SnapshotCache;
 use crate::table::{RouteTable, compile};
 
 /// Where the applied config came from.
@@ -93,6 +94,38 @@ impl Gateway {
         });
         self.active.store(Some(Arc::clone(&active)));
         Ok(active)
+    }
+
+    /// Serves the newest cached config that applies, marked stale, until a control plane
+    /// answers. Falls back generation by generation; never to an empty table.
+    pub async fn restore_from_cache(&self, cache: &SnapshotCache) -> Option<Arc<ActiveConfig>> {
+        let generations = {
+            let cache = cache.clone();
+            tokio::task::spawn_blocking(move || cache.load_all())
+                .await
+                .unwrap_or_default()
+        };
+        for (generation, snapshot) in generations {
+            let version = snapshot.version;
+            match self.apply(Arc::new(snapshot), ConfigSource::Cache).await {
+                Ok(active) => {
+                    tracing::info!(
+                        version,
+                        hash = %active.hash,
+                        ?generation,
+                        "serving the cached config (stale) until a control plane answers"
+                    );
+                    return Some(active);
+                }
+                Err(errors) => tracing::warn!(
+                    version,
+                    ?generation,
+                    ?errors,
+                    "the cached config does not apply; trying an older one"
+                ),
+            }
+        }
+        None
     }
 }
 

@@ -5,11 +5,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, ValueEnum};
-use gateway_dataplane::app::{ConfigSource, Gateway};
+use gateway_dataplane::app::Gateway;
 use gateway_dataplane::cache::SnapshotCache;
 use gateway_dataplane::discovery_client::{DiscoveryClient, NodeIdentity};
 use gateway_dataplane::proxy::Proxy;
@@ -132,7 +131,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             .context("--control-plane")?;
 
     if let Some(cache) = &cache {
-        load_cache(&gateway, cache).await;
+        gateway.restore_from_cache(cache).await;
     }
 
     tracing::info!(
@@ -171,32 +170,6 @@ async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
         };
         anyhow!("cannot listen on {address} ({flag}): {reason}")
     })
-}
-
-/// Serves the newest sound cached config at once, marked stale; the control plane replaces it.
-async fn load_cache(gateway: &Arc<Gateway>, cache: &SnapshotCache) {
-    for (generation, snapshot) in cache.load_all() {
-        let version = snapshot.version;
-        match gateway.apply(Arc::new(snapshot), ConfigSource::Cache).await {
-            Ok(active) => {
-                tracing::info!(
-                    version,
-                    hash = %active.hash,
-                    ?generation,
-                    "serving the cached config (stale) until a control plane answers"
-                );
-                return;
-            }
-            Err(errors) => {
-                tracing::warn!(
-                    version,
-                    ?generation,
-                    ?errors,
-                    "cached config does not apply; trying an older one"
-                );
-            }
-        }
-    }
 }
 
 /// `--cache-dir`: explicit empty disables, absent means the XDG cache directory.

@@ -1,0 +1,188 @@
+//! The proxy end to end: a real listener, real upstreams, configs applied as the control plane would.
+#![allow(clippy::unwrap_used, reason = "test helpers: a failure should panic")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_dataplane::app::{ConfigSource, Gateway};
+use gateway_dataplane::proxy::{self, Proxy};
+use gateway_proto::v1::{Config, Header, HeaderRewrite};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use support::{backend, closed_address, route, snapshot, upstream};
+use tokio::net::TcpListener;
+
+struct Harness {
+    gateway: Arc<Gateway>,
+    address: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let gateway = Gateway::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(proxy::serve(listener, Proxy::new(gateway.clone()), stopped));
+        Harness {
+            gateway,
+            address,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _stop: stop,
+        }
+    }
+
+    async fn apply(&self, version: u64, config: Config) {
+        self.gateway
+            .apply(
+                Arc::new(snapshot(version, config)),
+                ConfigSource::ControlPlane,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn send(
+        &self,
+        host: &str,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let request = Request::post(format!("http://{}{path}", self.address))
+            .header("host", host)
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("connection", "keep-alive, x-drop-me")
+            .header("x-drop-me", "1")
+            .header("x-debug", "1")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, headers, json)
+    }
+}
+
+#[tokio::test]
+async fn forwards_with_forwarding_headers_edits_and_round_robin() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let harness = Harness::start().await;
+    let mut api = route("api", &["api.example.com"], "/", "api");
+    api.request_headers = Some(HeaderRewrite {
+        set: vec![Header {
+            name: "host".into(),
+            value: "api.internal".into(),
+        }],
+        remove: vec!["x-debug".into()],
+    });
+    harness
+        .apply(
+            1,
+            Config {
+                upstreams: vec![upstream("api", &[a.to_string(), b.to_string()])],
+                routes: vec![api],
+                health_checks: vec![],
+            },
+        )
+        .await;
+
+    let (status, headers, echo) = harness
+        .send("API.example.com:8080", "/v1/items?x=1", "hello")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["uri"], "/v1/items?x=1");
+    assert_eq!(echo["body"], "hello");
+    let sent = &echo["headers"];
+    assert_eq!(sent["host"], "api.internal");
+    assert_eq!(sent["x-forwarded-host"], "API.example.com:8080");
+    assert_eq!(sent["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(sent["x-forwarded-proto"], "http");
+    assert_eq!(sent["via"], "1.1 gateway");
+    assert!(sent.get("x-debug").is_none(), "removed by the route");
+    assert!(sent.get("x-drop-me").is_none(), "listed in Connection");
+    assert!(
+        headers.get("x-hop").is_none(),
+        "hop-by-hop on the way back too"
+    );
+    assert_eq!(headers["via"], "1.1 gateway");
+
+    let mut seen = vec![headers["x-backend"].to_str().unwrap().to_string()];
+    for _ in 0..3 {
+        let (_, headers, _) = harness.send("api.example.com", "/", "").await;
+        seen.push(headers["x-backend"].to_str().unwrap().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+}
+
+#[tokio::test]
+async fn errors_become_404_502_504_and_503_before_any_config() {
+    let live = backend("live").await;
+    let dead = closed_address().await;
+    let harness = Harness::start().await;
+
+    let (status, _, body) = harness.send("x", "/", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "not ready");
+
+    let mut slow = route("slow", &[], "/slow", "live");
+    slow.timeout_ms = 200;
+    harness
+        .apply(
+            1,
+            Config {
+                upstreams: vec![
+                    upstream("live", &[live.to_string()]),
+                    upstream("dead", &[dead.to_string()]),
+                ],
+                routes: vec![route("dead", &["dead.example.com"], "/", "dead"), slow],
+                health_checks: vec![],
+            },
+        )
+        .await;
+
+    let (status, _, body) = harness.send("nowhere.example.com", "/x", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "no route", "host": "nowhere.example.com", "path": "/x"})
+    );
+
+    let (status, _, body) = harness.send("dead.example.com", "/", "").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"], "bad gateway");
+
+    let started = std::time::Instant::now();
+    let (status, _, _) = harness.send("any", "/slow", "").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_new_table_takes_effect_for_the_next_request() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let harness = Harness::start().await;
+    let config = |address: SocketAddr| Config {
+        upstreams: vec![upstream("web", &[address.to_string()])],
+        routes: vec![route("web", &[], "/", "web")],
+        health_checks: vec![],
+    };
+    harness.apply(1, config(a)).await;
+    let (_, headers, _) = harness.send("h", "/", "").await;
+    assert_eq!(headers["x-backend"], "a");
+    harness.apply(2, config(b)).await;
+    let (_, headers, _) = harness.send("h", "/", "").await;
+    assert_eq!(headers["x-backend"], "b");
+}
