@@ -28,16 +28,30 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "GATEWAYCTL_SERVER",
         default_value = "http://127.0.0.1:9090",
         value_parser = flags::server_url
     )]
     server: String,
     /// Bearer token sent with every request
-    #[arg(long, global = true, env = "GATEWAYCTL_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GATEWAYCTL_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Output format
-    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = Format::Table
+    )]
     output: Format,
     #[command(subcommand)]
     command: Command,

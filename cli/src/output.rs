@@ -19,13 +19,13 @@ pub const API_VERSION: &str = "gateway/v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Aligned columns for people
+    // Aligned columns for people.
     Table,
-    /// Like table, with every column
+    // Like table, with every column.
     Wide,
-    /// The proto3 JSON mapping, pretty-printed
+    // The proto3 JSON mapping, pretty-printed.
     Json,
-    /// Apply-file documents (`kind:` first), separated by `---`
+    // Apply-file documents (`kind:` first), separated by `---`.
     Yaml,
 }
 

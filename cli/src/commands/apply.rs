@@ -66,7 +66,7 @@ pub struct ApplyArgs {
 
 pub async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
     let sources = read_sources(&args.files)?;
-    let config = parse_sources(&sources).map_err(|errors| anyhow!(errors.join("\n")))?;
+    let config = parse_sources(&sources).map_err(|errors| anyhow!(problems(&errors)))?;
     if config.resource_count() == 0 {
         bail!("no resources found in {}", names(&sources));
     }
@@ -79,6 +79,24 @@ pub async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
         .map_err(|s| ctx.rpc_error(s))?
         .into_inner();
     output::message(ctx.format, &response, &summary(&response))
+}
+
+/// One problem on its own; several as a list, the way the control plane reports violations.
+fn problems(errors: &[String]) -> String {
+    match errors {
+        [one] => one.clone(),
+        _ => {
+            let mut text = format!(
+                "{} problems in the apply files, nothing was sent:",
+                errors.len()
+            );
+            for error in errors {
+                text.push_str("\n  - ");
+                text.push_str(error);
+            }
+            text
+        }
+    }
 }
 
 /// `applied version N: created 1, updated 0, unchanged 2`, then one line per resource.
@@ -260,11 +278,27 @@ fn parse_document(
             ));
         }
     }
+    if kind == Kind::Upstream {
+        default_weights(&mut fields);
+    }
     let value = Value::Object(fields);
     match kind {
         Kind::Upstream => add::<Upstream>(value, origin, config, seen),
         Kind::Route => add::<Route>(value, origin, config, seen),
         Kind::HealthCheck => add::<HealthCheckPolicy>(value, origin, config, seen),
+    }
+}
+
+/// A target written without `weight` gets weight 1, as `--target HOST:PORT` does; an explicit
+/// `weight: 0` is left for validation to reject.
+fn default_weights(fields: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(targets)) = fields.get_mut("targets") else {
+        return;
+    };
+    for target in targets {
+        if let Value::Object(target) = target {
+            target.entry("weight").or_insert(Value::from(1));
+        }
     }
 }
 

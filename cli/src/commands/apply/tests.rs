@@ -91,7 +91,7 @@ fn a_good_file_becomes_one_config() {
                 },
                 Target {
                     address: "10.0.0.2:8080".into(),
-                    weight: 0
+                    weight: 1
                 },
             ],
             load_balancing: LoadBalancingPolicy::RoundRobin as i32,
@@ -356,4 +356,27 @@ fn summary_counts_and_lists() {
         text,
         "applied version 7: created 1, updated 0, unchanged 2\n  created upstream/web\n  unchanged route/api\n  unchanged health-check/hc\n"
     );
+}
+
+#[test]
+fn several_problems_are_listed() {
+    assert_eq!(problems(&["a: b".into()]), "a: b");
+    assert_eq!(
+        problems(&["a: b".into(), "c: d".into()]),
+        "2 problems in the apply files, nothing was sent:\n  - a: b\n  - c: d"
+    );
+}
+
+#[test]
+fn only_a_missing_weight_defaults_to_one() {
+    let config = parse(
+        "kind: Upstream\nname: web\ntargets: [{address: \"a:1\"}, {address: \"b:1\", weight: 0}]\n",
+    )
+    .unwrap();
+    let weights: Vec<u32> = config.upstreams[0]
+        .targets
+        .iter()
+        .map(|t| t.weight)
+        .collect();
+    assert_eq!(weights, vec![1, 0]);
 }
