@@ -501,9 +501,14 @@ impl DataPlane {
         send_get(self.listen, host, path).await
     }
 
+    /// `GET path` on the admin listener (`/healthz`, `/readyz`, `/config`, ...).
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<HttpResponse> {
+        send_get(self.admin, "localhost", path).await
+    }
+
     /// The admin `/config` document.
     pub async fn config(&self) -> anyhow::Result<Value> {
-        let response = send_get(self.admin, "localhost", "/config").await?;
+        let response = self.admin_get("/config").await?;
         ensure!(
             response.status == StatusCode::OK,
             "/config answered {}: {}",

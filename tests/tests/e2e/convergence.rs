@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use gateway_tests::{DataPlane, Gateway, TestUpstream, eventually, u64_field};
+use gateway_tests::{
+    ControlPlane, DataPlane, Gateway, TestDb, TestUpstream, eventually, u64_field,
+};
 use http::StatusCode;
 use serde_json::Value;
 
@@ -144,4 +146,44 @@ async fn a_data_plane_restarts_from_its_cache_while_the_control_plane_is_down() 
         Ok(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_plane_is_ready_only_once_it_has_a_config() {
+    let db = TestDb::create().await;
+    let mut cp = ControlPlane::start(&db).await;
+    let upstream = TestUpstream::start("upstream-a").await;
+    route_to(&cp, "web", "web.local", "web", &[&upstream]).await;
+    cp.stop().await;
+
+    // No control plane and nothing cached: alive, but not ready.
+    let dp = DataPlane::start(cp.grpc_addr(), "dp-new").await;
+    let readyz = dp.admin_get("/readyz").await.unwrap();
+    assert_eq!(
+        readyz.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        readyz.text()
+    );
+    let response = dp.get("web.local", "/").await.unwrap();
+    assert!(
+        response.status.is_server_error(),
+        "without a config: {} {}",
+        response.status,
+        response.text()
+    );
+
+    cp.restart().await;
+    eventually(SOON, || async {
+        let readyz = dp.admin_get("/readyz").await?;
+        ensure!(
+            readyz.status == StatusCode::OK,
+            "/readyz: {}",
+            readyz.status
+        );
+        Ok(())
+    })
+    .await;
+    dp.wait_for_response(SOON, "web.local", "/", StatusCode::OK, Some("upstream-a"))
+        .await;
 }
