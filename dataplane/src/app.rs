@@ -15,6 +15,7 @@ use gateway_proto::validate::validate_config;
 
 use crate::balance::BalanceCursors;
 use crate::cache::SnapshotCache;
+use crate::health::HealthChecks;
 use crate::table::{RouteTable, compile};
 
 /// Where the applied config came from.
@@ -47,6 +48,7 @@ pub struct Gateway {
     active: ArcSwapOption<ActiveConfig>,
     connected: AtomicBool,
     cursors: BalanceCursors,
+    health: HealthChecks,
 }
 
 impl Gateway {
@@ -85,6 +87,9 @@ impl Gateway {
                 )]
             })??;
         table.adopt_cursors(&self.cursors);
+        // Probes of targets this table drops stop here, before the swap; the old table's
+        // last requests may still pick those targets, on their last known health.
+        self.health.adopt(&mut table);
         let active = Arc::new(ActiveConfig {
             table,
             version: snapshot.version,

@@ -10,6 +10,7 @@ pub mod app;
 pub mod balance;
 pub mod cache;
 pub mod discovery_client;
+pub mod health;
 pub mod proxy;
 pub mod route;
 pub mod table;

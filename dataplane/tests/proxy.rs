@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_dataplane::app::{ConfigSource, Gateway};
 use gateway_dataplane::proxy::{self, Proxy};
-use gateway_proto::v1::{Config, Header, HeaderRewrite};
+use gateway_proto::v1::{Config, Header, HeaderRewrite, HealthCheckPolicy, HttpHealthCheck};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use support::{backend, closed_address, route, snapshot, upstream};
+use support::{backend, backend_with_health, closed_address, route, snapshot, upstream};
 use tokio::net::TcpListener;
 
 struct Harness {
@@ -49,6 +49,16 @@ impl Harness {
             )
             .await
             .unwrap();
+    }
+
+    /// Which backends `n` requests reach, in order.
+    async fn backends(&self, n: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (_, headers, _) = self.send("h", "/", "").await;
+            seen.push(headers["x-backend"].to_str().unwrap().to_string());
+        }
+        seen
     }
 
     async fn send(
@@ -185,4 +195,46 @@ async fn a_new_table_takes_effect_for_the_next_request() {
     harness.apply(2, config(b)).await;
     let (_, headers, _) = harness.send("h", "/", "").await;
     assert_eq!(headers["x-backend"], "b");
+}
+
+#[tokio::test]
+async fn unhealthy_targets_get_no_traffic_until_they_recover() {
+    let (a, _) = backend_with_health("a").await;
+    let (b, b_health) = backend_with_health("b").await;
+    b_health.store(500, std::sync::atomic::Ordering::Relaxed);
+    let harness = Harness::start().await;
+    let mut web = upstream("web", &[a.to_string(), b.to_string()]);
+    web.health_check = "hc".into();
+    let config = Config {
+        upstreams: vec![web],
+        routes: vec![route("web", &[], "/", "web")],
+        health_checks: vec![HealthCheckPolicy {
+            name: "hc".into(),
+            http: Some(HttpHealthCheck {
+                path: "/healthz".into(),
+                interval_ms: 50,
+                timeout_ms: 50,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+                expected_statuses: vec![],
+            }),
+            ..Default::default()
+        }],
+    };
+    harness.apply(1, config.clone()).await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(harness.backends(4).await, ["a", "a", "a", "a"]);
+
+    // An unrelated change keeps b's health (and its probe).
+    let mut changed = config.clone();
+    changed.routes[0].priority = 1;
+    harness.apply(2, changed).await;
+    assert_eq!(harness.backends(4).await, ["a", "a", "a", "a"]);
+
+    b_health.store(200, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = harness.backends(4).await;
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
 }

@@ -39,6 +39,7 @@ fn snapshot(version: u64, upstream: &str) -> Snapshot {
         hash: config_hash(&config),
         nonce: format!("n{version}"),
         config: Some(config),
+        ..Default::default()
     }
 }
 

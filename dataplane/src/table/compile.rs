@@ -17,15 +17,21 @@ use super::{
     UpstreamPool,
 };
 use crate::balance::RoundRobin;
+use crate::health::{HealthPolicy, healthy_flag};
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
 
 /// Builds the runtime table for `config`, or returns every reason it cannot.
 pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
     let mut errors = Vec::new();
+    let policies: HashMap<&str, HealthPolicy> = config
+        .health_checks
+        .iter()
+        .filter_map(|h| Some((h.name.as_str(), health_policy(h, &mut errors)?)))
+        .collect();
     let upstreams: Vec<UpstreamPool> = config
         .upstreams
         .iter()
-        .map(|u| upstream(u, &mut errors))
+        .map(|u| upstream(u, &policies, &mut errors))
         .collect();
     let by_name: HashMap<&str, usize> = upstreams
         .iter()
@@ -101,8 +107,51 @@ fn millis_or(ms: u32, default: Duration) -> Duration {
     }
 }
 
-fn upstream(upstream: &v1::Upstream, errors: &mut Vec<FieldViolation>) -> UpstreamPool {
+fn health_policy(
+    policy: &v1::HealthCheckPolicy,
+    errors: &mut Vec<FieldViolation>,
+) -> Option<HealthPolicy> {
+    let Some(http) = &policy.http else {
+        At::new(Kind::HealthCheck, &policy.name, errors).push("http", "an HTTP check is required");
+        return None;
+    };
+    let status = |code: u32| u16::try_from(code).unwrap_or(u16::MAX);
+    Some(HealthPolicy {
+        name: policy.name.clone(),
+        path: http.path.clone(),
+        interval: Duration::from_millis(u64::from(http.interval_ms.max(1))),
+        timeout: Duration::from_millis(u64::from(http.timeout_ms.max(1))),
+        healthy_threshold: http.healthy_threshold.max(1),
+        unhealthy_threshold: http.unhealthy_threshold.max(1),
+        expected_statuses: http
+            .expected_statuses
+            .iter()
+            .map(|r| (status(r.from), status(r.to)))
+            .collect(),
+    })
+}
+
+fn upstream(
+    upstream: &v1::Upstream,
+    policies: &HashMap<&str, HealthPolicy>,
+    errors: &mut Vec<FieldViolation>,
+) -> UpstreamPool {
     let mut at = At::new(Kind::Upstream, &upstream.name, errors);
+    let health_check = if upstream.health_check.is_empty() {
+        None
+    } else {
+        let policy = policies.get(upstream.health_check.as_str()).cloned();
+        if policy.is_none() {
+            at.push(
+                "health_check",
+                format!(
+                    "health-check policy {:?} does not exist",
+                    upstream.health_check
+                ),
+            );
+        }
+        policy
+    };
     let targets: Vec<Target> = upstream
         .targets
         .iter()
@@ -112,6 +161,7 @@ fn upstream(upstream: &v1::Upstream, errors: &mut Vec<FieldViolation>) -> Upstre
                 address: target.address.clone(),
                 authority,
                 weight: target.weight,
+                healthy: healthy_flag(),
             }),
             _ => {
                 at.push(
@@ -129,6 +179,7 @@ fn upstream(upstream: &v1::Upstream, errors: &mut Vec<FieldViolation>) -> Upstre
     UpstreamPool {
         name: upstream.name.clone(),
         connect_timeout: millis_or(upstream.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
+        health_check,
         balancer: RoundRobin::new(&weights),
         targets,
     }

@@ -11,6 +11,7 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::balance::{BalanceCursors, RoundRobin};
+use crate::health::{HealthFlag, HealthPolicy};
 use crate::route::RouteMatcher;
 
 pub use compile::compile;
@@ -52,6 +53,8 @@ pub struct UpstreamPool {
     pub name: String,
     pub targets: Vec<Target>,
     pub connect_timeout: Duration,
+    /// Active health checking, if the upstream names a policy.
+    pub health_check: Option<HealthPolicy>,
     balancer: RoundRobin,
 }
 
@@ -61,6 +64,14 @@ pub struct Target {
     pub address: String,
     pub authority: Authority,
     pub weight: u32,
+    /// Written by the target's health probe; always true without one.
+    pub healthy: HealthFlag,
+}
+
+impl Target {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl RouteTable {
@@ -95,12 +106,23 @@ impl RouteTable {
                 .map(|u| (u.name.as_str(), &mut u.balancer)),
         );
     }
+
+    pub(crate) fn upstreams_mut(&mut self) -> impl Iterator<Item = &mut UpstreamPool> {
+        self.upstreams.iter_mut()
+    }
 }
 
 impl UpstreamPool {
-    /// The next target in weighted round-robin order; `None` when there are no targets.
+    /// The next healthy target in weighted round-robin order; `None` when none is healthy.
+    ///
+    /// When the turn falls on an unhealthy target, the next healthy one in list order takes it:
+    /// one atomic increment per request whatever the health of the pool.
     pub fn next_target(&self) -> Option<&Target> {
-        self.targets.get(self.balancer.next()?)
+        let turn = self.balancer.next()?;
+        let count = self.targets.len();
+        (0..count)
+            .map(|offset| &self.targets[(turn + offset) % count])
+            .find(|target| target.is_healthy())
     }
 }
 

@@ -128,3 +128,37 @@ fn round_robin_position_survives_an_unrelated_change() {
     let (_, api) = second.find("api.example.com", "/", &Method::GET).unwrap();
     assert_eq!(api.next_target().unwrap().address, "10.0.0.2:80");
 }
+
+#[test]
+fn unhealthy_targets_are_skipped_and_none_healthy_means_none() {
+    let table = compile(&sample()).unwrap();
+    let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
+    api.targets[0]
+        .healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..4 {
+        assert_eq!(api.next_target().unwrap().address, "10.0.0.2:80");
+    }
+    api.targets[1]
+        .healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(api.next_target().is_none());
+}
+
+#[test]
+fn health_policy_statuses_default_to_2xx_and_3xx() {
+    let mut policy = crate::health::HealthPolicy {
+        name: "hc".into(),
+        path: "/healthz".into(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 1,
+        unhealthy_threshold: 1,
+        expected_statuses: vec![],
+    };
+    assert!(policy.is_healthy_status(200) && policy.is_healthy_status(399));
+    assert!(!policy.is_healthy_status(404) && !policy.is_healthy_status(199));
+    policy.expected_statuses = vec![(204, 204), (500, 503)];
+    assert!(policy.is_healthy_status(204) && policy.is_healthy_status(502));
+    assert!(!policy.is_healthy_status(200));
+}

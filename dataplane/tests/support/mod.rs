@@ -5,6 +5,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -55,6 +57,7 @@ pub fn snapshot(version: u64, config: Config) -> Snapshot {
         hash: config_hash(&config),
         nonce: format!("nonce-{version}"),
         config: Some(config),
+        ..Default::default()
     }
 }
 
@@ -131,6 +134,13 @@ pub async fn closed_address() -> SocketAddr {
 /// A test upstream: `/slow` waits 3 s; anything else answers with the request's method, path,
 /// headers and body as JSON, plus an `x-backend` header naming this backend.
 pub async fn backend(name: &'static str) -> SocketAddr {
+    backend_with_health(name).await.0
+}
+
+/// [`backend`] whose `/healthz` answers with the status in the returned cell (200 at first).
+pub async fn backend_with_health(name: &'static str) -> (SocketAddr, Arc<AtomicU16>) {
+    let health = Arc::new(AtomicU16::new(200));
+    let status = Arc::clone(&health);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -138,8 +148,15 @@ pub async fn backend(name: &'static str) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |request: Request<Incoming>| async move {
+            let status = Arc::clone(&status);
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let health = status.load(Ordering::Relaxed);
+                async move {
+                    if request.uri().path() == "/healthz" {
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"health")));
+                        *response.status_mut() = http::StatusCode::from_u16(health).unwrap();
+                        return Ok::<_, Infallible>(response);
+                    }
                     if request.uri().path() == "/slow" {
                         tokio::time::sleep(Duration::from_secs(3)).await;
                     }
@@ -163,12 +180,13 @@ pub async fn backend(name: &'static str) -> SocketAddr {
                         .body(Full::new(Bytes::from(echo.to_string())))
                         .unwrap();
                     Ok::<_, Infallible>(response)
-                });
+                }
+            });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
             );
         }
     });
-    address
+    (address, health)
 }
