@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
     match run(flags).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("gateway-controlplane: {error:#}");
+            eprintln!("gateway-controlplane: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
@@ -127,6 +127,22 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes whose text the previous one already
+/// includes (sqlx and io errors often repeat their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

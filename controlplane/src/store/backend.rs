@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyConnection, Connection, Transaction};
 
 use crate::error::ApiError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Postgres channel on which every commit announces its version.
 pub const NOTIFY_CHANNEL: &str = "gateway_config";
@@ -33,7 +35,7 @@ pub enum OpenError {
         "unsupported --database-url {0:?}: use postgres://USER@HOST:PORT/DB or sqlite://PATH (or leave it unset for the embedded store in --data-dir)"
     )]
     UnknownScheme(String),
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("cannot create the data directory {path}")]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
@@ -42,9 +44,11 @@ pub enum OpenError {
         "another control plane is already using the embedded store {path}; the embedded store serves one replica — run several replicas on Postgres (--database-url postgres://…)"
     )]
     Locked { path: PathBuf },
-    #[error("cannot connect to the database at {target}: {source}")]
+    #[error("cannot connect to the database at {target}")]
     Connect { target: String, source: sqlx::Error },
-    #[error("cannot apply migrations to the database at {target}: {source}")]
+    #[error("the database at {target} did not answer within {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout { target: String },
+    #[error("cannot apply migrations to the database at {target}")]
     Migrate {
         target: String,
         source: sqlx::migrate::MigrateError,
@@ -72,10 +76,16 @@ pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), OpenError> {
         // One writer at a time is all SQLite allows; a small pool keeps reads concurrent.
         Backend::Sqlite { path, .. } => (format!("sqlite://{}?mode=rwc", path.display()), 4),
     };
+    // One direct connection first: the pool would only report a timeout, not why.
+    match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(&connect_url)).await {
+        Ok(Ok(conn)) => drop(conn),
+        Ok(Err(source)) => return Err(OpenError::Connect { target, source }),
+        Err(_) => return Err(OpenError::ConnectTimeout { target }),
+    }
     let is_sqlite = matches!(backend, Backend::Sqlite { .. });
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if is_sqlite {
