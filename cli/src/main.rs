@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 use commands::Context;
 use commands::apply::ApplyArgs;
 use commands::dataplane::DataPlaneCommand;
+use commands::diff::DiffArgs;
 use commands::healthcheck::HealthCheckCommand;
+use commands::history::{HistoryArgs, RollbackArgs};
 use commands::route::RouteCommand;
 use commands::upstream::UpstreamCommand;
 use output::Format;
@@ -84,6 +86,15 @@ enum Command {
     Status,
     /// Create or replace every resource in YAML files, in one transaction
     Apply(ApplyArgs),
+    /// Show what changed between two config versions, or what applying files would change
+    #[command(after_help = "Exit status: 0 no difference, 1 differences, 2 error.")]
+    Diff(DiffArgs),
+    /// Print the whole current config as YAML documents that `apply -f` reproduces
+    Export,
+    /// List config versions, newest first, with what each changed
+    History(HistoryArgs),
+    /// Make an earlier version's content current again, as a new version
+    Rollback(RollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,21 +106,29 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run(cli)) {
+    let ctx = Context::new(cli.server, cli.token, cli.output);
+    if let Command::Diff(args) = cli.command {
+        // diff's own exit status: 0 same, 1 different, 2 error.
+        return commands::diff::exit_code(&runtime.block_on(commands::diff::run(&ctx, args)));
+    }
+    match runtime.block_on(run(&ctx, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context::new(cli.server, cli.token, cli.output);
-    match cli.command {
-        Command::Upstream { command } => commands::upstream::run(&ctx, command).await,
-        Command::Route { command } => commands::route::run(&ctx, command).await,
-        Command::Healthcheck { command } => commands::healthcheck::run(&ctx, command).await,
-        Command::Dataplane { command } => commands::dataplane::run(&ctx, command).await,
-        Command::Status => commands::status::run(&ctx).await,
-        Command::Apply(args) => commands::apply::run(&ctx, args).await,
+async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Upstream { command } => commands::upstream::run(ctx, command).await,
+        Command::Route { command } => commands::route::run(ctx, command).await,
+        Command::Healthcheck { command } => commands::healthcheck::run(ctx, command).await,
+        Command::Dataplane { command } => commands::dataplane::run(ctx, command).await,
+        Command::Status => commands::status::run(ctx).await,
+        Command::Apply(args) => commands::apply::run(ctx, args).await,
+        Command::Diff(args) => commands::diff::run(ctx, args).await.map(|_| ()),
+        Command::Export => commands::export::run(ctx).await,
+        Command::History(args) => commands::history::history(ctx, args).await,
+        Command::Rollback(args) => commands::history::rollback(ctx, args).await,
     }
 }
 
@@ -142,6 +161,16 @@ mod tests {
             "gatewayctl dataplane get dp-1",
             "gatewayctl status",
             "gatewayctl apply -f gateway.yaml",
+            "gatewayctl apply -f gateway.yaml --wait",
+            "gatewayctl apply -f gateway.yaml --wait --timeout 60s",
+            "gatewayctl diff -f gateway.yaml",
+            "gatewayctl diff --from 3 --to 5",
+            "gatewayctl diff --from 3",
+            "gatewayctl export",
+            "gatewayctl export -o json",
+            "gatewayctl history",
+            "gatewayctl history --limit 5 -o yaml",
+            "gatewayctl rollback --to 42",
             "gatewayctl -o yaml --server http://cp:9090 route get api",
         ] {
             let args = line.split_whitespace();
@@ -170,6 +199,15 @@ mod tests {
             "gatewayctl healthcheck create hc --http-path / --expected-status 2xx",
             "gatewayctl route create api --path-prefix / --upstream web --set-header novalue",
             "gatewayctl --server ftp://x status",
+            "gatewayctl diff",
+            "gatewayctl diff --to 3",
+            "gatewayctl diff --from 1 -f gateway.yaml",
+            "gatewayctl diff --from x",
+            "gatewayctl rollback",
+            "gatewayctl rollback --to 0",
+            "gatewayctl history --limit -1",
+            "gatewayctl apply -f gateway.yaml --timeout 5s",
+            "gatewayctl apply -f gateway.yaml --wait --timeout soon",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line}");

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use comfy_table::{Attribute, Cell, ContentArrangement, Table, presets};
 use gateway_proto::kind::Resource;
+use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
 use serde::Serialize;
 
 /// The `api_version` written into, and accepted from, apply-file documents.
@@ -142,6 +143,46 @@ pub fn yaml_resources<R: Resource + Serialize>(items: &[R]) -> anyhow::Result<St
     yaml_documents(&documents)
 }
 
+/// A document of any kind, so that one `---`-separated stream can mix them.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AnyDocument<'a> {
+    HealthCheck(Document<'a, HealthCheckPolicy>),
+    Upstream(Document<'a, Upstream>),
+    Route(Document<'a, Route>),
+}
+
+/// A whole config as apply-file documents: health checks, then upstreams, then routes (the
+/// order in which each may refer to the ones before it), each kind sorted by name. `export`
+/// prints this and `diff` compares it, so equal configs always render identically.
+pub fn yaml_config(config: &Config) -> anyhow::Result<String> {
+    fn by_name<R: Resource>(items: &[R]) -> Vec<&R> {
+        let mut items: Vec<&R> = items.iter().collect();
+        items.sort_by(|a, b| a.name().cmp(b.name()));
+        items
+    }
+    let mut documents = Vec::with_capacity(config.resource_count());
+    documents.extend(
+        by_name(&config.health_checks)
+            .into_iter()
+            .map(|r| AnyDocument::HealthCheck(document(r))),
+    );
+    documents.extend(
+        by_name(&config.upstreams)
+            .into_iter()
+            .map(|r| AnyDocument::Upstream(document(r))),
+    );
+    documents.extend(
+        by_name(&config.routes)
+            .into_iter()
+            .map(|r| AnyDocument::Route(document(r))),
+    );
+    if documents.is_empty() {
+        return Ok(String::new());
+    }
+    yaml_documents(&documents)
+}
+
 fn yaml_documents<T: Serialize>(values: &[T]) -> anyhow::Result<String> {
     serde_saphyr::to_string_multiple(values).context("cannot encode YAML")
 }
@@ -161,7 +202,7 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// Colour and bold only for a person at a terminal who has not asked for `NO_COLOR`.
-fn styled() -> bool {
+pub fn styled() -> bool {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     std::io::stdout().is_terminal() && !no_color
 }

@@ -42,10 +42,13 @@
 //! every resource is created or replaced, or, on any error, nothing changes. Resources not in the
 //! files are left alone. Every problem found in the files is reported, each naming the file,
 //! the document (counted from 1) and what is wrong, before anything is sent.
+//!
+//! With `--wait`, the command then follows the new version to the data planes (see [`wait`]).
 
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
@@ -55,13 +58,24 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Context;
+use crate::flags;
 use crate::output::{self, API_VERSION};
+
+mod wait;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// A YAML file, `-` for standard input, or a directory of *.yaml/*.yml files; repeatable
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
+    /// Then wait until every connected data plane has applied the new version; fail, naming
+    /// them, if one rejects it or some are still behind at the timeout
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits
+    #[arg(long, value_name = "DURATION", default_value = "60s", requires = "wait",
+          value_parser = flags::duration_ms)]
+    timeout: u32,
 }
 
 pub async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
@@ -78,11 +92,16 @@ pub async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| ctx.rpc_error(s))?
         .into_inner();
-    output::message(ctx.format, &response, &summary(&response))
+    output::message(ctx.format, &response, &summary(&response))?;
+    if args.wait {
+        let timeout = Duration::from_millis(u64::from(args.timeout));
+        wait::wait_for(ctx, response.version, timeout).await?;
+    }
+    Ok(())
 }
 
 /// One problem on its own; several as a list, the way the control plane reports violations.
-fn problems(errors: &[String]) -> String {
+pub(crate) fn problems(errors: &[String]) -> String {
     match errors {
         [one] => one.clone(),
         _ => {
@@ -127,7 +146,7 @@ pub struct Source {
     pub text: String,
 }
 
-fn names(sources: &[Source]) -> String {
+pub(crate) fn names(sources: &[Source]) -> String {
     sources
         .iter()
         .map(|s| s.name.as_str())
@@ -135,7 +154,7 @@ fn names(sources: &[Source]) -> String {
         .join(", ")
 }
 
-fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
+pub(crate) fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
     let mut sources = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {

@@ -4,7 +4,10 @@
 
 pub mod apply;
 pub mod dataplane;
+pub mod diff;
+pub mod export;
 pub mod healthcheck;
+pub mod history;
 pub mod route;
 pub mod status;
 pub mod upstream;

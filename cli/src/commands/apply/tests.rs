@@ -380,3 +380,53 @@ fn only_a_missing_weight_defaults_to_one() {
         .collect();
     assert_eq!(weights, vec![1, 0]);
 }
+
+/// `export` prints health checks, then upstreams, then routes, each sorted by name, and what it
+/// prints applies back to the same config.
+#[test]
+fn exported_config_is_ordered_and_round_trips_through_apply() {
+    let mut config = parse(GOOD).unwrap();
+    let mut second = config.routes[0].clone();
+    second.name = "a-first".into();
+    config.routes.push(second);
+    let mut other = config.health_checks[0].clone();
+    other.name = "another".into();
+    config.health_checks.push(other);
+
+    let text = output::yaml_config(&config).unwrap();
+    let order: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("name: "))
+        .collect();
+    assert_eq!(order, ["another", "hc", "web", "a-first", "api"], "{text}");
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "HealthCheckPolicy",
+            "HealthCheckPolicy",
+            "Upstream",
+            "Route",
+            "Route"
+        ],
+        "{text}"
+    );
+
+    let mut back = parse(&text).unwrap();
+    back.canonicalize();
+    config.canonicalize();
+    assert_eq!(back, config, "{text}");
+    // Rendering is a function of the content, not of the order the lists came in.
+    let mut shuffled = config.clone();
+    shuffled.routes.reverse();
+    shuffled.health_checks.reverse();
+    assert_eq!(output::yaml_config(&shuffled).unwrap(), text);
+}
+
+#[test]
+fn an_empty_config_exports_as_nothing() {
+    assert_eq!(output::yaml_config(&Config::default()).unwrap(), "");
+}
