@@ -3,6 +3,7 @@
 //! Every command is one or two gRPC calls to `gateway.v1.AdminService`. Local work (flag parsing,
 //! reading apply files) happens before connecting, so bad input is reported without a server.
 //! Exit codes: 0 success, 1 any failure (`error: …` on stderr), 2 usage errors (clap's).
+//! `diff` alone follows `diff(1)`: 0 no difference, 1 differences, 2 any error.
 
 mod commands;
 mod flags;
@@ -85,15 +86,38 @@ enum Command {
     /// The current config version and which data planes are behind or rejected it
     Status,
     /// Create or replace every resource in YAML files, in one transaction
+    #[command(after_help = "\
+With --wait, progress goes to standard error and the exit status is 0 once every connected
+data plane has applied the version (or there are none), 1 if a data plane rejected it (its
+errors are printed) or some are still behind at --timeout.")]
     Apply(ApplyArgs),
     /// Show what changed between two config versions, or what applying files would change
-    #[command(after_help = "Exit status: 0 no difference, 1 differences, 2 error.")]
+    #[command(after_help = "\
+Both sides are rendered as `gatewayctl export` prints them and compared as a unified diff,
+coloured only on a terminal without NO_COLOR; -o does not apply.
+
+Examples:
+  gatewayctl diff --from 41 --to 42     what version 42 changed
+  gatewayctl diff --from 41             from version 41 to the current version
+  gatewayctl diff -f gateway.yaml       what `apply -f gateway.yaml` would change
+
+Exit status: 0 no difference, 1 differences, 2 error.")]
     Diff(DiffArgs),
     /// Print the whole current config as YAML documents that `apply -f` reproduces
+    #[command(after_help = "\
+Documents come health checks first, then upstreams, then routes, each sorted by name, all from
+one config version (named in a leading comment). -o json prints one gateway.v1.Config instead.")]
     Export,
     /// List config versions, newest first, with what each changed
+    #[command(after_help = "\
+Changes read +created ~updated -deleted, e.g. `+route/a ~upstream/web -route/b`. -o wide adds
+each version's content hash; -o json and -o yaml print every change of every version.")]
     History(HistoryArgs),
     /// Make an earlier version's content current again, as a new version
+    #[command(after_help = "\
+History is kept: the rollback is a new version, which can itself be rolled back. Resources the
+rollback deletes are counted as updated. Rolling back to the content already current changes
+nothing and says so.")]
     Rollback(RollbackArgs),
 }
 

@@ -28,7 +28,8 @@ pub struct DiffArgs {
     /// The new version [default: the current version]
     #[arg(long, value_name = "VERSION", requires = "from")]
     to: Option<u64>,
-    /// Compare the current config with it after applying these files (as `apply -f` takes them)
+    /// Compare the current config with it after applying these files (as `apply -f` takes
+    /// them); repeatable
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     files: Vec<PathBuf>,
 }

@@ -4,7 +4,6 @@
 //! never from three separate lists that a concurrent write could fall between; and the output,
 //! applied to an empty control plane, reproduces that config exactly.
 
-use anyhow::Context as _;
 use gateway_proto::v1::{Config, GetStatusRequest, GetVersionRequest};
 
 use super::{Client, Context};
@@ -45,8 +44,7 @@ pub async fn config_at(ctx: &Context, client: &mut Client, version: u64) -> anyh
     let mut config = client
         .get_version(GetVersionRequest { version })
         .await
-        .map_err(|s| ctx.rpc_error(s))
-        .with_context(|| format!("cannot read config version {version}"))?
+        .map_err(|s| ctx.rpc_error(s))?
         .into_inner()
         .config
         .unwrap_or_default();
