@@ -1,7 +1,8 @@
 //! `gatewayctl`: the command line of the gateway's control plane.
 //!
-//! Every command is a few gRPC calls to `gateway.v1.AdminService` (`apply --wait` then polls). Local work (flag parsing,
-//! reading apply files) happens before connecting, so bad input is reported without a server.
+//! Every command is a few gRPC calls to `gateway.v1.AdminService` (`apply --wait` then polls).
+//! Local work (flag parsing, reading apply files) happens before connecting, so bad input is
+//! reported without a server.
 //! Exit codes: 0 success, 1 any failure (`error: …` on stderr), 2 usage errors (clap's).
 //! `diff` alone follows `diff(1)`: 0 no difference, 1 differences, 2 any error.
 
