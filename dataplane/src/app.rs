@@ -34,12 +34,23 @@ pub struct ActiveConfig {
     pub hash: String,
     pub source: ConfigSource,
     pub applied_at: SystemTime,
+    /// The whole snapshot (never a delta): the base of the next delta, and what the cache holds.
+    pub snapshot: Arc<Snapshot>,
 }
 
 impl ActiveConfig {
     /// Served from the cache without a control plane having confirmed it.
     pub fn is_stale(&self) -> bool {
         self.source == ConfigSource::Cache
+    }
+
+    pub fn config(&self) -> &Config {
+        static EMPTY: Config = Config {
+            upstreams: Vec::new(),
+            routes: Vec::new(),
+            health_checks: Vec::new(),
+        };
+        self.snapshot.config.as_ref().unwrap_or(&EMPTY)
     }
 }
 
@@ -69,23 +80,27 @@ impl Gateway {
         self.connected.store(connected, Ordering::Relaxed);
     }
 
-    /// Checks, validates and compiles `snapshot`, then puts it in service with one store.
-    /// On error nothing changes and the violations say why.
+    /// Checks, validates and compiles `snapshot` (resolving a delta against the config in
+    /// service), then puts it in service with one store. On error nothing changes.
     pub async fn apply(
         &self,
-        snapshot: Arc<Snapshot>,
+        snapshot: Snapshot,
         source: ConfigSource,
-    ) -> Result<Arc<ActiveConfig>, Vec<FieldViolation>> {
-        let prepared = Arc::clone(&snapshot);
-        let mut table = tokio::task::spawn_blocking(move || prepare(&prepared))
-            .await
-            .map_err(|e| {
-                vec![violation(
-                    "snapshot",
-                    "config",
-                    format!("compiling panicked: {e}"),
-                )]
-            })??;
+    ) -> Result<Arc<ActiveConfig>, ApplyError> {
+        let held = self.active();
+        let (snapshot, mut table) = tokio::task::spawn_blocking(move || {
+            let snapshot = resolve_delta(snapshot, held.as_deref())?;
+            let table = prepare(&snapshot).map_err(ApplyError::Rejected)?;
+            Ok::<_, ApplyError>((snapshot, table))
+        })
+        .await
+        .map_err(|e| {
+            ApplyError::Rejected(vec![violation(
+                "snapshot",
+                "config",
+                format!("compiling panicked: {e}"),
+            )])
+        })??;
         table.adopt_cursors(&self.cursors);
         // Probes of targets this table drops stop here, before the swap; the old table's
         // last requests may still pick those targets, on their last known health.
@@ -96,6 +111,7 @@ impl Gateway {
             hash: snapshot.hash.clone(),
             source,
             applied_at: SystemTime::now(),
+            snapshot: Arc::new(snapshot),
         });
         self.active.store(Some(Arc::clone(&active)));
         Ok(active)
@@ -112,7 +128,7 @@ impl Gateway {
         };
         for (generation, snapshot) in generations {
             let version = snapshot.version;
-            match self.apply(Arc::new(snapshot), ConfigSource::Cache).await {
+            match self.apply(snapshot, ConfigSource::Cache).await {
                 Ok(active) => {
                     tracing::info!(
                         version,
@@ -122,16 +138,47 @@ impl Gateway {
                     );
                     return Some(active);
                 }
-                Err(errors) => tracing::warn!(
+                Err(error) => tracing::warn!(
                     version,
                     ?generation,
-                    ?errors,
+                    %error,
                     "the cached config does not apply; trying an older one"
                 ),
             }
         }
         None
     }
+}
+
+/// Why a snapshot was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A delta from a config other than the one in service: not an error of the snapshot, the
+    /// control plane only needs to hear what this data plane holds.
+    #[error("the delta's base (version {version}, hash {hash:?}) is not the config in service")]
+    UnknownBase { version: u64, hash: String },
+    #[error("{} problem(s): {:?}", .0.len(), .0)]
+    Rejected(Vec<FieldViolation>),
+}
+
+/// A whole snapshot: `snapshot` itself, or its delta applied to `held`.
+pub fn resolve_delta(
+    mut snapshot: Snapshot,
+    held: Option<&ActiveConfig>,
+) -> Result<Snapshot, ApplyError> {
+    let Some(delta) = snapshot.delta.take() else {
+        return Ok(snapshot);
+    };
+    let base = held
+        .filter(|held| held.version == delta.base_version && held.hash == delta.base_hash)
+        .ok_or_else(|| ApplyError::UnknownBase {
+            version: delta.base_version,
+            hash: delta.base_hash.clone(),
+        })?;
+    let config = gateway_proto::delta::apply(base.config(), &delta)
+        .map_err(|reason| ApplyError::Rejected(vec![violation("snapshot", "delta", reason)]))?;
+    snapshot.config = Some(config);
+    Ok(snapshot)
 }
 
 /// Everything that can reject a snapshot, without touching shared state.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::app::{ConfigSource, Gateway};
+use crate::app::{ApplyError, ConfigSource, Gateway};
 use crate::cache::SnapshotCache;
 
 /// Snapshots carry the whole config; 10,000 routes are a few MiB, so leave ample room.
@@ -176,16 +176,16 @@ impl DiscoveryClient {
         }
     }
 
-    /// Applies one snapshot; returns the ACK or NACK to send, and the snapshot if applied.
+    /// Applies one snapshot; returns the reply (ACK, NACK, or Hello when a delta's base is not
+    /// what we hold) and, if applied, the whole snapshot to cache.
     async fn handle_snapshot(
         &self,
         snapshot: Snapshot,
     ) -> (DataPlaneMessage, Option<Arc<Snapshot>>) {
-        let snapshot = Arc::new(snapshot);
         let (version, nonce) = (snapshot.version, snapshot.nonce.clone());
         match self
             .gateway
-            .apply(Arc::clone(&snapshot), ConfigSource::ControlPlane)
+            .apply(snapshot, ConfigSource::ControlPlane)
             .await
         {
             Ok(active) => {
@@ -197,9 +197,13 @@ impl DiscoveryClient {
                         hash: active.hash.clone(),
                     })),
                 };
-                (ack, Some(snapshot))
+                (ack, Some(Arc::clone(&active.snapshot)))
             }
-            Err(errors) => {
+            Err(error @ ApplyError::UnknownBase { .. }) => {
+                tracing::info!(version, %error, "telling the control plane what we hold");
+                (self.hello(), None)
+            }
+            Err(ApplyError::Rejected(errors)) => {
                 tracing::warn!(version, errors = ?errors, "rejected config; the previous one keeps serving");
                 let nack = DataPlaneMessage {
                     kind: Some(data_plane_message::Kind::Nack(Nack {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use gateway_dataplane::app::Gateway;
 use gateway_dataplane::cache::{Generation, SnapshotCache};
 use gateway_dataplane::discovery_client::{DiscoveryClient, NodeIdentity};
-use gateway_proto::v1::{Config, DataPlaneMessage, data_plane_message::Kind};
+use gateway_proto::v1::{Config, DataPlaneMessage, Delta, Snapshot, data_plane_message::Kind};
 use support::{Session, closed_address, fake_control_plane, route, snapshot, upstream};
 
 fn identity() -> NodeIdentity {
@@ -150,4 +150,55 @@ async fn starts_stale_from_the_cache_fails_over_and_reconnects() {
         7
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn deltas_apply_on_their_base_and_an_unknown_base_gets_hello_again() {
+    let (address, mut sessions) = fake_control_plane().await;
+    let gateway = Gateway::new();
+    let client = DiscoveryClient::new(&[address], identity(), gateway.clone(), None).unwrap();
+    tokio::spawn(client.run());
+    let mut session = next_session(&mut sessions).await;
+    assert!(matches!(kind(session.receive().await), Kind::Hello(_)));
+
+    let base = snapshot(1, config("web"));
+    session.send(base.clone()).await;
+    assert!(matches!(kind(session.receive().await), Kind::Ack(_)));
+
+    // v2 adds an upstream and points the route at it.
+    let target = config("api");
+    let (upserted, removed) = gateway_proto::delta::diff(base.config.as_ref().unwrap(), &target);
+    let delta = |base_version: u64, base_hash: &str| Snapshot {
+        delta: Some(Delta {
+            base_version,
+            base_hash: base_hash.into(),
+            upserted: Some(upserted.clone()),
+            removed: removed.clone(),
+        }),
+        config: None,
+        ..snapshot(2, target.clone())
+    };
+
+    session.send(delta(9, "not-held")).await;
+    let Kind::Hello(hello) = kind(session.receive().await) else {
+        panic!("a delta from an unknown base is answered with Hello");
+    };
+    assert_eq!(
+        (hello.applied_version, hello.applied_hash),
+        (1, base.hash.clone())
+    );
+    assert_eq!(gateway.active().unwrap().version, 1);
+
+    session.send(delta(1, &base.hash)).await;
+    let Kind::Ack(ack) = kind(session.receive().await) else {
+        panic!("a delta from the held config is applied");
+    };
+    assert_eq!(ack.version, 2);
+    let active = gateway.active().unwrap();
+    assert_eq!(active.hash, gateway_proto::hash::config_hash(&target));
+    assert_eq!(active.table.upstream_names().collect::<Vec<_>>(), ["api"]);
+    assert!(
+        active.snapshot.delta.is_none(),
+        "the whole config is kept as the next base"
+    );
 }

@@ -43,10 +43,7 @@ impl Harness {
 
     async fn apply(&self, version: u64, config: Config) {
         self.gateway
-            .apply(
-                Arc::new(snapshot(version, config)),
-                ConfigSource::ControlPlane,
-            )
+            .apply(snapshot(version, config), ConfigSource::ControlPlane)
             .await
             .unwrap();
     }
