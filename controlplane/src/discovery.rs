@@ -1,20 +1,24 @@
 //! The discovery server: one bidirectional stream per data plane.
 //!
 //! The data plane opens with `Hello` (who it is, what it holds). The server sends the published
-//! snapshot whenever it differs from what the data plane holds, and records every ACK and NACK
-//! in the registry. A rejected version is not sent again: only a newer version is.
+//! snapshot whenever it differs from what the data plane holds — as a delta when this control
+//! plane still has the version the data plane holds — and records every ACK and NACK in the
+//! registry. A rejected version is not sent again: only a newer version is.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
+use gateway_proto::delta;
+use gateway_proto::v1::Delta;
 use gateway_proto::v1::discovery_service_server::DiscoveryService;
 use gateway_proto::v1::{
     ControlPlaneMessage, DataPlaneMessage, Hello, Snapshot, control_plane_message,
     data_plane_message,
 };
-use tokio::sync::mpsc;
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -28,14 +32,25 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Full snapshots in flight at once (sent and not yet ACKed or NACKed).
+const MAX_CONCURRENT_FULL_PUSHES: usize = 8;
+
+/// A data plane that neither ACKs nor NACKs a full push gives its slot back after this long.
+const FULL_PUSH_HOLD: Duration = Duration::from_secs(30);
+
 pub struct DiscoveryServer {
     store: Store,
     snapshots: Snapshots,
+    full_pushes: Arc<Semaphore>,
 }
 
 impl DiscoveryServer {
     pub fn new(store: Store, snapshots: Snapshots) -> Self {
-        DiscoveryServer { store, snapshots }
+        DiscoveryServer {
+            store,
+            snapshots,
+            full_pushes: Arc::new(Semaphore::new(MAX_CONCURRENT_FULL_PUSHES)),
+        }
     }
 }
 
@@ -78,6 +93,8 @@ impl DiscoveryService for DiscoveryServer {
         let (out, rx) = mpsc::channel(4);
         let session = Session {
             store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
+            full_pushes: self.full_pushes.clone(),
             node_id: hello.node_id.clone(),
             out,
         };
@@ -88,8 +105,24 @@ impl DiscoveryService for DiscoveryServer {
 
 struct Session {
     store: Store,
+    snapshots: Snapshots,
+    full_pushes: Arc<Semaphore>,
     node_id: String,
     out: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+}
+
+/// What one stream knows about its data plane.
+struct StreamState {
+    /// The version and hash the data plane holds (from Hello, then from each ACK).
+    held_version: u64,
+    held_hash: String,
+    /// The newest version offered on this stream; a NACKed version is never offered again.
+    offered: u64,
+    /// The data plane serves from its disk cache: even when it holds the current content, it
+    /// gets a (then empty) delta, so that it learns a control plane confirmed its config.
+    stale: bool,
+    /// Held from a full push until its ACK or NACK, bounding concurrent full pushes.
+    full_push: Option<(OwnedSemaphorePermit, Instant)>,
 }
 
 impl Session {
@@ -97,84 +130,130 @@ impl Session {
         self,
         hello: Hello,
         mut inbound: Streaming<DataPlaneMessage>,
-        mut snapshots: tokio::sync::watch::Receiver<Arc<Published>>,
+        mut snapshots: watch::Receiver<Arc<Published>>,
     ) {
-        // The hash of what the data plane holds, and the newest version offered to it.
-        let mut held_hash = hello.applied_hash;
-        let mut offered = 0u64;
+        let mut state = StreamState {
+            held_version: hello.applied_version,
+            held_hash: hello.applied_hash,
+            offered: 0,
+            stale: hello.stale,
+            full_push: None,
+        };
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let published = snapshots.borrow_and_update().clone();
-        if !self.offer(&published, &held_hash, &mut offered).await {
+        if !self.offer(&published, &mut state).await {
             return self.close().await;
         }
         loop {
-            tokio::select! {
+            let open = tokio::select! {
                 changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
                     let published = snapshots.borrow_and_update().clone();
-                    if !self.offer(&published, &held_hash, &mut offered).await {
-                        break;
-                    }
+                    changed.is_ok() && self.offer(&published, &mut state).await
                 }
                 message = inbound.next() => match message {
-                    Some(Ok(message)) => self.record(message, &mut held_hash).await,
+                    Some(Ok(message)) => {
+                        let resync = self.record(message, &mut state).await;
+                        let published = snapshots.borrow().clone();
+                        !resync || self.offer(&published, &mut state).await
+                    }
                     Some(Err(status)) => {
                         tracing::info!(node_id = %self.node_id, %status, "stream error");
-                        break;
+                        false
                     }
-                    None => break,
+                    None => false,
                 },
                 _ = heartbeat.tick() => {
+                    if state.full_push.as_ref().is_some_and(|(_, since)| since.elapsed() > FULL_PUSH_HOLD) {
+                        state.full_push = None;
+                    }
                     if let Err(error) = self.store.dataplane_seen(&self.node_id).await {
                         tracing::warn!(node_id = %self.node_id, %error, "recording heartbeat failed");
                     }
+                    true
                 }
+            };
+            if !open {
+                break;
             }
         }
         self.close().await;
     }
 
-    /// Sends `published` unless the data plane already holds it or was already offered it.
+    /// Sends `published` unless the data plane holds it or was already offered it: as a delta
+    /// from what it holds when this control plane still has that version, else whole.
     /// Returns false when the stream is gone.
-    async fn offer(&self, published: &Published, held_hash: &str, offered: &mut u64) -> bool {
-        if published.hash == held_hash || (published.version <= *offered && *offered != 0) {
+    async fn offer(&self, published: &Published, state: &mut StreamState) -> bool {
+        let holds_it = published.hash == state.held_hash && !state.stale;
+        if holds_it || (state.offered != 0 && published.version <= state.offered) {
             return true;
         }
-        *offered = published.version;
-        if published.encoded_len > MAX_MESSAGE_BYTES {
+        state.offered = published.version;
+        let mut snapshot = Snapshot {
+            version: published.version,
+            hash: published.hash.clone(),
+            nonce: format!("{:016x}", rand::random::<u64>()),
+            config: None,
+            delta: None,
+        };
+        match self
+            .snapshots
+            .base(state.held_version, &state.held_hash)
+            .await
+        {
+            Some(base) => {
+                let (upserted, removed) = delta::diff(&base.config, &published.config);
+                snapshot.delta = Some(Delta {
+                    base_version: base.version,
+                    base_hash: base.hash.clone(),
+                    upserted: Some(upserted),
+                    removed,
+                });
+            }
+            None => {
+                // A full push is the expensive one: bound how many run at once, so a reconnect
+                // storm converges without starving everything else.
+                if state.full_push.is_none() {
+                    let Ok(permit) = self.full_pushes.clone().acquire_owned().await else {
+                        return false;
+                    };
+                    state.full_push = Some((permit, Instant::now()));
+                }
+                snapshot.config = Some(published.config.clone());
+            }
+        }
+        let bytes = snapshot.encoded_len();
+        if bytes > MAX_MESSAGE_BYTES {
             tracing::error!(
                 node_id = %self.node_id,
                 version = published.version,
-                bytes = published.encoded_len,
+                bytes,
                 limit = MAX_MESSAGE_BYTES,
                 "snapshot exceeds the gRPC message limit and cannot be sent"
             );
             let status = Status::resource_exhausted(format!(
-                "snapshot version {} is {} bytes, above the {MAX_MESSAGE_BYTES}-byte message limit",
-                published.version, published.encoded_len
+                "snapshot version {} is {bytes} bytes, above the {MAX_MESSAGE_BYTES}-byte message limit",
+                published.version
             ));
             let _ = self.out.send(Err(status)).await;
             return false;
         }
-        let snapshot = Snapshot {
-            version: published.version,
-            hash: published.hash.clone(),
-            nonce: format!("{:016x}", rand::random::<u64>()),
-            config: Some(published.config.clone()),
-        };
+        tracing::debug!(node_id = %self.node_id, version = published.version, bytes, delta = snapshot.delta.is_some(), "offering snapshot");
         let message = ControlPlaneMessage {
             kind: Some(control_plane_message::Kind::Snapshot(snapshot)),
         };
         self.out.send(Ok(message)).await.is_ok()
     }
 
-    async fn record(&self, message: DataPlaneMessage, held_hash: &mut String) {
+    /// Records a report. Returns true when the data plane re-announced what it holds and so
+    /// needs the current snapshot offered again.
+    async fn record(&self, message: DataPlaneMessage, state: &mut StreamState) -> bool {
         let result = match message.kind {
             Some(data_plane_message::Kind::Ack(ack)) => {
                 tracing::info!(node_id = %self.node_id, version = ack.version, "data plane applied");
-                held_hash.clone_from(&ack.hash);
+                state.held_version = ack.version;
+                state.held_hash.clone_from(&ack.hash);
+                state.stale = false;
+                state.full_push = None;
                 self.store
                     .dataplane_applied(&self.node_id, ack.version, &ack.hash)
                     .await
@@ -186,15 +265,25 @@ impl Session {
                     errors = ?nack.errors,
                     "data plane rejected a snapshot"
                 );
+                state.full_push = None;
                 self.store
                     .dataplane_rejected(&self.node_id, nack.version, &nack.errors)
                     .await
             }
-            Some(data_plane_message::Kind::Hello(_)) | None => Ok(()),
+            Some(data_plane_message::Kind::Hello(hello)) => {
+                tracing::info!(node_id = %self.node_id, holds = hello.applied_version, "data plane resynchronizing");
+                state.held_version = hello.applied_version;
+                state.held_hash = hello.applied_hash;
+                state.stale = hello.stale;
+                state.offered = 0;
+                return true;
+            }
+            None => Ok(()),
         };
         if let Err(error) = result {
             tracing::warn!(node_id = %self.node_id, %error, "recording a data plane report failed");
         }
+        false
     }
 
     async fn close(&self) {

@@ -4,11 +4,11 @@
 //! Postgres notification from another replica, and by a periodic version check — the backstop for
 //! notifications lost while the listener was disconnected.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_proto::v1::Config;
-use prost::Message;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Mutex, watch};
 
@@ -21,8 +21,6 @@ pub struct Published {
     pub version: u64,
     pub hash: String,
     pub config: Config,
-    /// Encoded size of `config`, checked against the gRPC message limit before sending.
-    pub encoded_len: usize,
 }
 
 impl From<VersionedConfig> for Published {
@@ -30,27 +28,32 @@ impl From<VersionedConfig> for Published {
         Published {
             version: v.version,
             hash: v.hash,
-            encoded_len: v.config.encoded_len(),
             config: v.config,
         }
     }
 }
 
+/// Recent versions kept in memory as bases for deltas; older bases are read from the store.
+/// Bounded so memory does not grow with history, and shared by every stream.
+const RECENT_VERSIONS: usize = 4;
+
 #[derive(Clone)]
 pub struct Snapshots {
     store: Store,
     current: Arc<watch::Sender<Arc<Published>>>,
+    recent: Arc<std::sync::Mutex<VecDeque<Arc<Published>>>>,
     /// Serializes refreshes so two of them never load the same version twice.
     refreshing: Arc<Mutex<()>>,
 }
 
 impl Snapshots {
     pub async fn load(store: Store) -> Result<Snapshots, ApiError> {
-        let latest = store.latest().await?;
-        let (current, _) = watch::channel(Arc::new(Published::from(latest)));
+        let latest = Arc::new(Published::from(store.latest().await?));
+        let (current, _) = watch::channel(latest.clone());
         Ok(Snapshots {
             store,
             current: Arc::new(current),
+            recent: Arc::new(std::sync::Mutex::new(VecDeque::from([latest]))),
             refreshing: Arc::new(Mutex::new(())),
         })
     }
@@ -70,20 +73,57 @@ impl Snapshots {
         if self.store.head_version().await? <= published {
             return Ok(());
         }
-        let latest = Published::from(self.store.latest().await?);
+        let latest = Arc::new(Published::from(self.store.latest().await?));
         let version = latest.version;
         let moved = self.current.send_if_modified(|current| {
             if latest.version > current.version {
-                *current = Arc::new(latest);
+                *current = latest.clone();
                 true
             } else {
                 false
             }
         });
         if moved {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.push_back(latest);
+            while recent.len() > RECENT_VERSIONS {
+                recent.pop_front();
+            }
             tracing::info!(version, "published config version");
         }
         Ok(())
+    }
+
+    /// The config a data plane says it holds, if this control plane still has that version with
+    /// that content: from memory when recent, else from the stored history.
+    pub async fn base(&self, version: u64, hash: &str) -> Option<Arc<Published>> {
+        if hash.is_empty() {
+            return None;
+        }
+        let in_memory = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent
+                .iter()
+                .find(|p| p.version == version && p.hash == hash)
+                .cloned()
+        };
+        if in_memory.is_some() {
+            return in_memory;
+        }
+        match self.store.version(version).await {
+            Ok(Some(stored)) if stored.hash == hash => {
+                Some(Arc::new(Published::from(VersionedConfig {
+                    version: stored.version,
+                    hash: stored.hash,
+                    config: stored.config.unwrap_or_default(),
+                })))
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, version, "reading a delta base failed; sending the full snapshot");
+                None
+            }
+        }
     }
 
     /// Follows commits made by other replicas: LISTEN/NOTIFY when on Postgres, plus polling.

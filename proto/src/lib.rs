@@ -1,6 +1,7 @@
 //! The gateway's one schema, `gateway.v1`, generated at build time, plus what both planes share:
 //! validation ([`validate`]), the canonical content hash ([`hash`]) and resource naming ([`kind`]).
 
+pub mod delta;
 pub mod hash;
 pub mod kind;
 pub mod validate;

@@ -45,6 +45,11 @@ impl TestDb {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// URL of the server's maintenance database, for tests that act on other sessions.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
 }
 
 impl Drop for TestDb {

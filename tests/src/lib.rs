@@ -13,6 +13,7 @@ mod db;
 mod http;
 mod json;
 mod process;
+mod sim;
 mod upstream;
 mod wait;
 
@@ -21,5 +22,6 @@ pub use db::TestDb;
 pub use http::{HttpResponse, send, send_get};
 pub use json::{u64_field, violation_fields};
 pub use process::{ControlPlane, DataPlane, Gateway, binary_path, free_port};
+pub use sim::SimDataPlane;
 pub use upstream::{SeenRequest, TestUpstream, dead_address};
 pub use wait::{eventually, poll_until};

@@ -208,12 +208,17 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts a control plane on `db` and waits until `/readyz` answers 200.
     pub async fn start(db: &TestDb) -> Self {
+        Self::start_with_args(db, &[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with extra command-line flags.
+    pub async fn start_with_args(db: &TestDb, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gw-e2e-cp-")
             .tempdir()
             .expect("create a temporary directory");
         let (rest, grpc) = (free_addr(), free_addr());
-        let args = vec![
+        let mut args: Vec<std::ffi::OsString> = vec![
             "--database-url".into(),
             db.url().into(),
             "--rest-listen".into(),
@@ -221,6 +226,7 @@ impl ControlPlane {
             "--grpc-listen".into(),
             grpc.to_string().into(),
         ];
+        args.extend(extra.iter().map(Into::into));
         let process = Process::new(
             "controlplane".to_owned(),
             "gateway-controlplane",
@@ -416,6 +422,11 @@ impl DataPlane {
     /// Starts a data plane pointed at a control plane's gRPC address and waits until its admin
     /// `/healthz` answers 200 (it need not have a config yet).
     pub async fn start(control_plane_grpc: SocketAddr, node_id: &str) -> Self {
+        Self::start_with(&[control_plane_grpc], node_id).await
+    }
+
+    /// A data plane that knows several control planes and moves to the next when one fails.
+    pub async fn start_with(control_planes: &[SocketAddr], node_id: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gw-e2e-dp-")
             .tempdir()
@@ -429,7 +440,12 @@ impl DataPlane {
             "--admin-listen".into(),
             admin.to_string().into(),
             "--control-plane".into(),
-            format!("http://{control_plane_grpc}").into(),
+            control_planes
+                .iter()
+                .map(|cp| format!("http://{cp}"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into(),
             "--node-id".into(),
             node_id.into(),
             "--cache-dir".into(),

@@ -5,6 +5,7 @@
 
 mod apply;
 mod convergence;
+mod distribution;
 mod routing;
 mod writes;
 
