@@ -209,3 +209,44 @@ mod tests {
         assert_eq!(format_ms(90_000), "1m 30s");
     }
 }
+
+/// `--hash-on`: `header:NAME`, `cookie:NAME`, `client-ip` or `path`.
+pub fn hash_on(value: &str) -> Result<gateway_proto::v1::HashOn, String> {
+    use gateway_proto::v1::hash_on::Source;
+    let source = match value.split_once(':') {
+        Some(("header", name)) if !name.is_empty() => Source::Header(name.to_ascii_lowercase()),
+        Some(("cookie", name)) if !name.is_empty() => Source::Cookie(name.to_owned()),
+        None if value == "client-ip" => Source::ClientIp(true),
+        None if value == "path" => Source::Path(true),
+        _ => return Err("expected header:NAME, cookie:NAME, client-ip or path".into()),
+    };
+    Ok(gateway_proto::v1::HashOn {
+        source: Some(source),
+    })
+}
+
+#[cfg(test)]
+mod hash_on_tests {
+    use super::hash_on;
+    use gateway_proto::v1::hash_on::Source;
+
+    #[test]
+    fn hash_keys_parse() {
+        assert_eq!(
+            hash_on("header:X-User").unwrap().source,
+            Some(Source::Header("x-user".into()))
+        );
+        assert_eq!(
+            hash_on("cookie:sid").unwrap().source,
+            Some(Source::Cookie("sid".into()))
+        );
+        assert_eq!(
+            hash_on("client-ip").unwrap().source,
+            Some(Source::ClientIp(true))
+        );
+        assert_eq!(hash_on("path").unwrap().source, Some(Source::Path(true)));
+        for bad in ["header:", "ip", "cookie", "query:x"] {
+            assert!(hash_on(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -252,15 +252,18 @@ mod tests {
             panic!("parsed as {:?}", cli.command);
         };
         let policy = gateway_proto::v1::HealthCheckPolicy::from(args);
-        let http = policy.http.unwrap();
         assert_eq!(
             (
-                http.interval_ms,
-                http.timeout_ms,
-                http.healthy_threshold,
-                http.unhealthy_threshold
+                policy.interval_ms,
+                policy.timeout_ms,
+                policy.healthy_threshold,
+                policy.unhealthy_threshold
             ),
             (5000, 1000, 2, 3)
         );
+        assert!(matches!(
+            policy.check,
+            Some(gateway_proto::v1::health_check_policy::Check::Http(_))
+        ));
     }
 }

@@ -278,6 +278,12 @@ impl Session {
                 state.offered = 0;
                 return true;
             }
+            Some(data_plane_message::Kind::Health(report)) => {
+                self.store.record_health(&self.node_id, &report).await
+            }
+            Some(data_plane_message::Kind::Traffic(report)) => {
+                self.store.record_traffic(&self.node_id, &report).await
+            }
             None => Ok(()),
         };
         if let Err(error) = result {

@@ -7,6 +7,7 @@ mod error;
 mod service;
 mod snapshot;
 mod store;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

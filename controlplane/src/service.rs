@@ -2,12 +2,14 @@
 
 use gateway_proto::kind::Resource;
 use gateway_proto::v1::{
-    ApplyResponse, Config, ConfigVersion, DataPlane, HealthCheckPolicy, Route, Status, Upstream,
+    ApplyResponse, Config, ConfigVersion, DataPlane, HealthCheckPolicy, Route, Status, Traffic,
+    Upstream, UpstreamHealth,
 };
 
 use crate::error::ApiError;
 use crate::snapshot::Snapshots;
 use crate::store::{CREATE, Commit, Store, StoredResource};
+use crate::traffic::{self, TRAFFIC_MAX_AGE_MS};
 
 #[derive(Clone)]
 pub struct ConfigService {
@@ -170,6 +172,35 @@ impl ConfigService {
             }
         }
         Ok(response)
+    }
+
+    /// Each target of `upstream` as seen by each connected data plane.
+    pub async fn upstream_health(&self, upstream: &str) -> Result<UpstreamHealth, ApiError> {
+        self.store.get::<Upstream>(upstream).await?;
+        let connected: Vec<String> = self
+            .dataplanes()
+            .await?
+            .into_iter()
+            .filter(|d| d.connected)
+            .map(|d| d.node_id)
+            .collect();
+        let targets = self
+            .store
+            .upstream_health(upstream)
+            .await?
+            .into_iter()
+            .filter(|t| connected.contains(&t.node_id))
+            .collect();
+        Ok(UpstreamHealth {
+            upstream: upstream.to_string(),
+            targets,
+        })
+    }
+
+    /// Request rates per route and upstream over the data planes' latest reports.
+    pub async fn traffic(&self) -> Result<Traffic, ApiError> {
+        let reports = self.store.recent_traffic(TRAFFIC_MAX_AGE_MS).await?;
+        Ok(traffic::aggregate(&reports))
     }
 
     pub async fn dataplanes(&self) -> Result<Vec<DataPlane>, ApiError> {

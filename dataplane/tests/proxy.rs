@@ -207,14 +207,16 @@ async fn unhealthy_targets_get_no_traffic_until_they_recover() {
         routes: vec![route("web", &[], "/", "web")],
         health_checks: vec![HealthCheckPolicy {
             name: "hc".into(),
-            http: Some(HttpHealthCheck {
-                path: "/healthz".into(),
-                interval_ms: 50,
-                timeout_ms: 50,
-                healthy_threshold: 1,
-                unhealthy_threshold: 1,
-                expected_statuses: vec![],
-            }),
+            check: Some(gateway_proto::v1::health_check_policy::Check::Http(
+                HttpHealthCheck {
+                    path: "/healthz".into(),
+                    ..Default::default()
+                },
+            )),
+            interval_ms: 50,
+            timeout_ms: 50,
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
             ..Default::default()
         }],
     };

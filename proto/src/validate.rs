@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use crate::kind::{Kind, resource_ref};
 use crate::v1::{
-    Config, FieldViolation, HeaderRewrite, HealthCheckPolicy, Route, Upstream, route_match,
+    AllUnhealthyPolicy, Config, FieldViolation, HeaderRewrite, HealthCheckPolicy, HttpHealthCheck,
+    LoadBalancingPolicy, RetryOn, Route, Upstream, hash_on, health_check_policy, route_match,
 };
 
 /// Largest accepted millisecond duration (one day): larger values are almost always unit mistakes.
@@ -196,6 +197,7 @@ fn upstream(at: &mut At<'_>, upstream: &Upstream) {
         }
     }
     duration(at, "connect_timeout_ms", upstream.connect_timeout_ms, false);
+    balancing(at, upstream);
 }
 
 /// Parses `host:port` where host is an IPv4 address, a bracketed IPv6 address or a DNS name.
@@ -242,32 +244,54 @@ fn is_dns_name(host: &str) -> bool {
 
 fn health_check(at: &mut At<'_>, policy: &HealthCheckPolicy) {
     labels(at, &policy.labels);
-    let Some(http) = &policy.http else {
-        at.push("http", "an HTTP check is required");
-        return;
-    };
-    if !http.path.starts_with('/') {
-        at.push("http.path", format!("{:?} must start with '/'", http.path));
-    } else if http.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        at.push("http.path", "must not contain spaces or control characters");
+    match &policy.check {
+        None => at.push("check", "one of http, tcp or grpc is required"),
+        Some(health_check_policy::Check::Http(http)) => http_check(at, http),
+        Some(health_check_policy::Check::Tcp(_)) => {}
+        Some(health_check_policy::Check::Grpc(grpc)) => {
+            if grpc.service.chars().any(|c| c.is_control() || c == ' ') {
+                at.push(
+                    "grpc.service",
+                    "must not contain spaces or control characters",
+                );
+            }
+        }
     }
-    duration(at, "http.interval_ms", http.interval_ms, true);
-    duration(at, "http.timeout_ms", http.timeout_ms, true);
-    if http.timeout_ms > http.interval_ms && http.interval_ms > 0 {
-        at.push(
-            "http.timeout_ms",
-            "must not be longer than http.interval_ms",
-        );
+    duration(at, "interval_ms", policy.interval_ms, true);
+    duration(at, "timeout_ms", policy.timeout_ms, true);
+    if policy.timeout_ms > policy.interval_ms && policy.interval_ms > 0 {
+        at.push("timeout_ms", "must not be longer than interval_ms");
     }
     for (field, value) in [
-        ("http.healthy_threshold", http.healthy_threshold),
-        ("http.unhealthy_threshold", http.unhealthy_threshold),
+        ("healthy_threshold", policy.healthy_threshold),
+        ("unhealthy_threshold", policy.unhealthy_threshold),
     ] {
         if value == 0 {
             at.push(field, "must be greater than 0");
         } else if value > 100 {
             at.push(field, "must be at most 100");
         }
+    }
+    percent(at, "jitter_percent", policy.jitter_percent);
+}
+
+fn http_check(at: &mut At<'_>, http: &HttpHealthCheck) {
+    if !http.path.starts_with('/') {
+        at.push("http.path", format!("{:?} must start with '/'", http.path));
+    } else if http.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        at.push("http.path", "must not contain spaces or control characters");
+    }
+    if !http.method.is_empty() && !http.method.bytes().all(|b| b.is_ascii_uppercase()) {
+        at.push(
+            "http.method",
+            format!(
+                "{:?} must be an upper-case method name such as GET",
+                http.method
+            ),
+        );
+    }
+    if !http.host.is_empty() && check_host_port_or_host(&http.host).is_err() {
+        at.push("http.host", format!("{:?} is not a valid host", http.host));
     }
     for (i, range) in http.expected_statuses.iter().enumerate() {
         if !(100..=599).contains(&range.from) || !(100..=599).contains(&range.to) {
@@ -284,12 +308,127 @@ fn health_check(at: &mut At<'_>, policy: &HealthCheckPolicy) {
     }
 }
 
+fn percent(at: &mut At<'_>, field: &str, value: u32) {
+    if value > 100 {
+        at.push(field, format!("{value} is more than 100 percent"));
+    }
+}
+
+fn balancing(at: &mut At<'_>, upstream: &Upstream) {
+    let policy = LoadBalancingPolicy::try_from(upstream.load_balancing);
+    let hashing = matches!(
+        policy,
+        Ok(LoadBalancingPolicy::RingHash | LoadBalancingPolicy::Maglev)
+    );
+    if policy.is_err() {
+        at.push(
+            "load_balancing",
+            format!("{} is not a known policy", upstream.load_balancing),
+        );
+    }
+    if AllUnhealthyPolicy::try_from(upstream.all_unhealthy).is_err() {
+        at.push(
+            "all_unhealthy",
+            format!("{} is not a known policy", upstream.all_unhealthy),
+        );
+    }
+    match upstream.hash_on.as_ref().and_then(|h| h.source.as_ref()) {
+        None if hashing => at.push(
+            "hash_on",
+            "ring-hash and maglev need hash_on (header, cookie, client_ip or path)",
+        ),
+        None => {}
+        Some(_) if !hashing => at.push(
+            "hash_on",
+            "only ring-hash and maglev hash; set load_balancing to one of them",
+        ),
+        Some(hash_on::Source::Header(name)) if !is_header_name(name) => {
+            at.push(
+                "hash_on.header",
+                format!("{name:?} is not a valid header name"),
+            );
+        }
+        Some(hash_on::Source::Cookie(name)) if name.is_empty() || !is_header_name(name) => {
+            at.push(
+                "hash_on.cookie",
+                format!("{name:?} is not a valid cookie name"),
+            );
+        }
+        Some(hash_on::Source::ClientIp(false) | hash_on::Source::Path(false)) => {
+            at.push("hash_on", "client_ip and path must be true when set");
+        }
+        Some(_) => {}
+    }
+    if let Some(outlier) = &upstream.outlier_detection {
+        let enabled = outlier.consecutive_5xx > 0 || outlier.consecutive_connect_failures > 0;
+        if enabled && outlier.base_ejection_ms == 0 {
+            at.push(
+                "outlier_detection.base_ejection_ms",
+                "must be greater than 0 when ejection is enabled",
+            );
+        }
+        duration(
+            at,
+            "outlier_detection.base_ejection_ms",
+            outlier.base_ejection_ms,
+            false,
+        );
+        duration(
+            at,
+            "outlier_detection.max_ejection_ms",
+            outlier.max_ejection_ms,
+            false,
+        );
+        if outlier.max_ejection_ms != 0 && outlier.max_ejection_ms < outlier.base_ejection_ms {
+            at.push(
+                "outlier_detection.max_ejection_ms",
+                "must not be shorter than base_ejection_ms",
+            );
+        }
+        percent(
+            at,
+            "outlier_detection.max_ejected_percent",
+            outlier.max_ejected_percent,
+        );
+    }
+}
+
+fn retry(at: &mut At<'_>, route: &Route) {
+    let Some(retry) = &route.retry else { return };
+    if retry.attempts > 10 {
+        at.push("retry.attempts", "must be at most 10");
+    }
+    for (i, on) in retry.on.iter().enumerate() {
+        if matches!(RetryOn::try_from(*on), Err(_) | Ok(RetryOn::Unspecified)) {
+            at.push(
+                format!("retry.on[{i}]"),
+                format!("{on} is not a retry condition"),
+            );
+        }
+    }
+    duration(
+        at,
+        "retry.per_try_timeout_ms",
+        retry.per_try_timeout_ms,
+        false,
+    );
+    if route.timeout_ms != 0 && retry.per_try_timeout_ms > route.timeout_ms {
+        at.push(
+            "retry.per_try_timeout_ms",
+            "must not be longer than timeout_ms",
+        );
+    }
+    percent(at, "retry.budget_percent", retry.budget_percent);
+}
+
 fn route(at: &mut At<'_>, route: &Route) {
     labels(at, &route.labels);
     if route.upstream.is_empty() {
         at.push("upstream", "an upstream is required");
     }
     duration(at, "timeout_ms", route.timeout_ms, false);
+    duration(at, "connect_timeout_ms", route.connect_timeout_ms, false);
+    retry(at, route);
     if let Some(rewrite) = &route.request_headers {
         header_rewrite(at, rewrite);
     }

@@ -1,8 +1,11 @@
-//! `gatewayctl healthcheck …`: active HTTP health checks that upstreams refer to by name.
+//! `gatewayctl healthcheck …`: active health checks (HTTP, TCP or gRPC) that upstreams refer to
+//! by name.
 
 use clap::{Args, Subcommand};
+use gateway_proto::v1::health_check_policy::Check;
 use gateway_proto::v1::{
-    DeleteRequest, GetRequest, HealthCheckPolicy, HttpHealthCheck, ListRequest, StatusRange,
+    DeleteRequest, GetRequest, GrpcHealthCheck, HealthCheckPolicy, HttpHealthCheck, ListRequest,
+    StatusRange, TcpHealthCheck,
 };
 
 use super::{Client, Context, Crud, Managed, run_crud};
@@ -26,12 +29,28 @@ pub enum HealthCheckCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("kind").required(true).args(["http_path", "tcp", "grpc"]))]
 pub struct HealthCheckArgs {
     /// Name: lowercase letters, digits and '-', 1 to 63 characters
     name: String,
-    /// Path requested on each target
+    /// HTTP check: the path requested on each target
     #[arg(long, value_name = "PATH")]
-    http_path: String,
+    http_path: Option<String>,
+    /// HTTP check: request method [default: GET]
+    #[arg(long, value_name = "METHOD", requires = "http_path")]
+    http_method: Option<String>,
+    /// HTTP check: Host header [default: the target's address]
+    #[arg(long, value_name = "HOST", requires = "http_path")]
+    http_host: Option<String>,
+    /// TCP check: healthy when a connection opens
+    #[arg(long)]
+    tcp: bool,
+    /// gRPC check (grpc.health.v1): healthy when the server answers SERVING
+    #[arg(long)]
+    grpc: bool,
+    /// gRPC check: the service asked about [default: the whole server]
+    #[arg(long, value_name = "SERVICE", requires = "grpc")]
+    grpc_service: Option<String>,
     /// Time between two checks of a target
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = flags::duration_ms)]
     interval: u32,
@@ -44,8 +63,16 @@ pub struct HealthCheckArgs {
     /// Consecutive failures that mark a target unhealthy
     #[arg(long, value_name = "N", default_value_t = 3)]
     unhealthy_threshold: u32,
-    /// Status code or range that counts as healthy, repeatable [default: 200-399]
-    #[arg(long = "expected-status", value_name = "CODE|FROM-TO", value_parser = flags::status_range)]
+    /// Percent of the interval added at random to each wait, so checks spread out [default: 10]
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
+    jitter: u32,
+    /// HTTP check: status code or range that counts as healthy, repeatable [default: 200-399]
+    #[arg(long = "expected-status", value_name = "CODE|FROM-TO", value_parser = flags::status_range, requires = "http_path")]
     expected_statuses: Vec<StatusRange>,
     /// A label, repeatable
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = flags::key_value)]
@@ -57,14 +84,23 @@ impl From<HealthCheckArgs> for HealthCheckPolicy {
         HealthCheckPolicy {
             name: args.name,
             labels: args.labels.into_iter().collect(),
-            http: Some(HttpHealthCheck {
-                path: args.http_path,
-                interval_ms: args.interval,
-                timeout_ms: args.timeout,
-                healthy_threshold: args.healthy_threshold,
-                unhealthy_threshold: args.unhealthy_threshold,
-                expected_statuses: args.expected_statuses,
+            check: Some(match (args.http_path, args.tcp) {
+                (Some(path), _) => Check::Http(HttpHealthCheck {
+                    path,
+                    method: args.http_method.unwrap_or_default(),
+                    host: args.http_host.unwrap_or_default(),
+                    expected_statuses: args.expected_statuses,
+                }),
+                (None, true) => Check::Tcp(TcpHealthCheck {}),
+                (None, false) => Check::Grpc(GrpcHealthCheck {
+                    service: args.grpc_service.unwrap_or_default(),
+                }),
             }),
+            interval_ms: args.interval,
+            timeout_ms: args.timeout,
+            healthy_threshold: args.healthy_threshold,
+            unhealthy_threshold: args.unhealthy_threshold,
+            jitter_percent: args.jitter,
         }
     }
 }
@@ -111,7 +147,7 @@ impl Managed for HealthCheckPolicy {
 impl Row for HealthCheckPolicy {
     const HEADERS: &'static [&'static str] = &[
         "NAME",
-        "PATH",
+        "CHECK",
         "INTERVAL",
         "TIMEOUT",
         "HEALTHY",
@@ -122,8 +158,18 @@ impl Row for HealthCheckPolicy {
     const NARROW: usize = 7;
 
     fn cells(&self) -> Vec<String> {
-        let http = self.http.clone().unwrap_or_default();
-        let expected = if http.expected_statuses.is_empty() {
+        let (check, http) = match &self.check {
+            Some(Check::Http(http)) => (format!("http {}", http.path), http.clone()),
+            Some(Check::Tcp(_)) => ("tcp".to_owned(), HttpHealthCheck::default()),
+            Some(Check::Grpc(grpc)) => (
+                format!("grpc {}", output::or_dash(grpc.service.clone())),
+                HttpHealthCheck::default(),
+            ),
+            None => ("-".to_owned(), HttpHealthCheck::default()),
+        };
+        let expected = if !matches!(self.check, Some(Check::Http(_))) {
+            "-".to_owned()
+        } else if http.expected_statuses.is_empty() {
             "200-399".to_owned()
         } else {
             output::joined(http.expected_statuses.iter().map(|r| {
@@ -136,11 +182,11 @@ impl Row for HealthCheckPolicy {
         };
         vec![
             self.name.clone(),
-            output::or_dash(http.path),
-            flags::format_ms(http.interval_ms),
-            flags::format_ms(http.timeout_ms),
-            http.healthy_threshold.to_string(),
-            http.unhealthy_threshold.to_string(),
+            check,
+            flags::format_ms(self.interval_ms),
+            flags::format_ms(self.timeout_ms),
+            self.healthy_threshold.to_string(),
+            self.unhealthy_threshold.to_string(),
             expected,
             output::labels(&self.labels),
         ]

@@ -2,7 +2,8 @@
 
 use clap::{Args, Subcommand};
 use gateway_proto::v1::{
-    DeleteRequest, GetRequest, Header, HeaderRewrite, ListRequest, Route, RouteMatch, route_match,
+    DeleteRequest, GetRequest, Header, HeaderRewrite, ListRequest, RetryOn, RetryPolicy, Route,
+    RouteMatch, route_match,
 };
 
 use super::{Client, Context, Crud, Managed, run_crud};
@@ -49,12 +50,56 @@ pub struct RouteArgs {
     /// Remove a request header before sending upstream, repeatable
     #[arg(long = "remove-header", value_name = "NAME")]
     remove_headers: Vec<String>,
-    /// Time allowed for the upstream's response headers [default: the control plane's, 30s]
+    /// Total time for the request, retries included, until response headers [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms)]
     timeout: Option<u32>,
+    /// Retries after a failed attempt, each to another target when there is one [default: 0]
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// When to retry, repeatable [default: connect-failure and reset]
+    #[arg(
+        long = "retry-on",
+        value_enum,
+        value_name = "CONDITION",
+        requires = "retries"
+    )]
+    retry_on: Vec<RetryCondition>,
+    /// Time allowed for each attempt [default: no per-try limit]
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms, requires = "retries")]
+    per_try_timeout: Option<u32>,
+    /// Time allowed to open a connection [default: the upstream's]
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms)]
+    connect_timeout: Option<u32>,
     /// A label, repeatable
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = flags::key_value)]
     labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RetryCondition {
+    ConnectFailure,
+    Reset,
+    #[value(name = "502")]
+    Status502,
+    #[value(name = "503")]
+    Status503,
+    #[value(name = "504")]
+    Status504,
+    #[value(name = "5xx")]
+    Any5xx,
+}
+
+impl From<RetryCondition> for RetryOn {
+    fn from(condition: RetryCondition) -> Self {
+        match condition {
+            RetryCondition::ConnectFailure => RetryOn::ConnectFailure,
+            RetryCondition::Reset => RetryOn::Reset,
+            RetryCondition::Status502 => RetryOn::Status502,
+            RetryCondition::Status503 => RetryOn::Status503,
+            RetryCondition::Status504 => RetryOn::Status504,
+            RetryCondition::Any5xx => RetryOn::Any5xx,
+        }
+    }
 }
 
 /// Exactly one way of matching the path.
@@ -101,6 +146,17 @@ impl From<RouteArgs> for Route {
             upstream: args.upstream,
             request_headers,
             timeout_ms: args.timeout.unwrap_or(0),
+            retry: args.retries.map(|attempts| RetryPolicy {
+                attempts,
+                on: args
+                    .retry_on
+                    .into_iter()
+                    .map(|c| RetryOn::from(c) as i32)
+                    .collect(),
+                per_try_timeout_ms: args.per_try_timeout.unwrap_or(0),
+                budget_percent: 0,
+            }),
+            connect_timeout_ms: args.connect_timeout.unwrap_or(0),
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use gateway_proto::v1::{
-    DeleteRequest, GetRequest, ListRequest, LoadBalancingPolicy, Target, Upstream,
+    AllUnhealthyPolicy, DeleteRequest, GetRequest, HashOn, ListRequest, LoadBalancingPolicy,
+    OutlierDetection, Target, Upstream,
 };
 
 use super::{Client, Context, Crud, Managed, run_crud};
@@ -35,6 +36,21 @@ pub struct UpstreamArgs {
     /// Load-balancing policy
     #[arg(long, value_enum, default_value_t = LoadBalancing::RoundRobin)]
     lb: LoadBalancing,
+    /// What ring-hash and maglev hash: header:NAME, cookie:NAME, client-ip or path
+    #[arg(long, value_name = "KEY", value_parser = flags::hash_on)]
+    hash_on: Option<HashOn>,
+    /// Eject a target after this many consecutive 5xx responses (passive health checking)
+    #[arg(long, value_name = "N")]
+    eject_after_5xx: Option<u32>,
+    /// Eject a target after this many consecutive connection failures
+    #[arg(long, value_name = "N")]
+    eject_after_connect_failures: Option<u32>,
+    /// How long a first ejection lasts; repeated ejections last longer
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = flags::duration_ms)]
+    ejection_time: u32,
+    /// When every target is unhealthy: fail fast with 503, or panic and use them all
+    #[arg(long, value_enum, default_value_t = AllUnhealthy::FailFast)]
+    all_unhealthy: AllUnhealthy,
     /// Name of the health-check policy that actively checks the targets
     #[arg(long, value_name = "POLICY")]
     health_check: Option<String>,
@@ -48,16 +64,58 @@ pub struct UpstreamArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LoadBalancing {
-    /// Weighted round robin
+    /// Smooth weighted round robin
     RoundRobin,
+    /// Weighted random
+    Random,
+    /// Power of two random choices, preferring fewer requests in flight
+    LeastRequest,
+    /// Consistent hashing on --hash-on (ketama ring)
+    RingHash,
+    /// Consistent hashing on --hash-on (maglev table)
+    Maglev,
 }
 
 impl From<LoadBalancing> for LoadBalancingPolicy {
     fn from(lb: LoadBalancing) -> Self {
         match lb {
             LoadBalancing::RoundRobin => LoadBalancingPolicy::RoundRobin,
+            LoadBalancing::Random => LoadBalancingPolicy::Random,
+            LoadBalancing::LeastRequest => LoadBalancingPolicy::LeastRequest,
+            LoadBalancing::RingHash => LoadBalancingPolicy::RingHash,
+            LoadBalancing::Maglev => LoadBalancingPolicy::Maglev,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AllUnhealthy {
+    /// Answer 503 with Retry-After
+    FailFast,
+    /// Ignore health and use every target
+    Panic,
+}
+
+impl From<AllUnhealthy> for AllUnhealthyPolicy {
+    fn from(policy: AllUnhealthy) -> Self {
+        match policy {
+            AllUnhealthy::FailFast => AllUnhealthyPolicy::FailFast,
+            AllUnhealthy::Panic => AllUnhealthyPolicy::Panic,
+        }
+    }
+}
+
+/// The `--lb` name of a stored policy.
+pub fn lb_name(policy: i32) -> String {
+    match LoadBalancingPolicy::try_from(policy) {
+        Ok(LoadBalancingPolicy::Unspecified | LoadBalancingPolicy::RoundRobin) => "round-robin",
+        Ok(LoadBalancingPolicy::Random) => "random",
+        Ok(LoadBalancingPolicy::LeastRequest) => "least-request",
+        Ok(LoadBalancingPolicy::RingHash) => "ring-hash",
+        Ok(LoadBalancingPolicy::Maglev) => "maglev",
+        Err(_) => return format!("unknown ({policy})"),
+    }
+    .to_owned()
 }
 
 impl From<UpstreamArgs> for Upstream {
@@ -69,6 +127,16 @@ impl From<UpstreamArgs> for Upstream {
             load_balancing: LoadBalancingPolicy::from(args.lb) as i32,
             health_check: args.health_check.unwrap_or_default(),
             connect_timeout_ms: args.connect_timeout.unwrap_or(0),
+            hash_on: args.hash_on,
+            outlier_detection: (args.eject_after_5xx.is_some()
+                || args.eject_after_connect_failures.is_some())
+            .then(|| OutlierDetection {
+                consecutive_5xx: args.eject_after_5xx.unwrap_or(0),
+                consecutive_connect_failures: args.eject_after_connect_failures.unwrap_or(0),
+                base_ejection_ms: args.ejection_time,
+                ..Default::default()
+            }),
+            all_unhealthy: AllUnhealthyPolicy::from(args.all_unhealthy) as i32,
         }
     }
 }
@@ -121,12 +189,7 @@ impl Row for Upstream {
     const NARROW: usize = 4;
 
     fn cells(&self) -> Vec<String> {
-        let lb = match LoadBalancingPolicy::try_from(self.load_balancing) {
-            Ok(LoadBalancingPolicy::Unspecified | LoadBalancingPolicy::RoundRobin) => {
-                "round-robin".to_owned()
-            }
-            Err(_) => format!("unknown ({})", self.load_balancing),
-        };
+        let lb = lb_name(self.load_balancing);
         vec![
             self.name.clone(),
             output::joined(

@@ -3,10 +3,10 @@
 use gateway_proto::v1::admin_service_server::AdminService;
 use gateway_proto::v1::{
     ApplyRequest, ApplyResponse, ConfigVersion, DeleteRequest, DeleteResponse, GetRequest,
-    GetStatusRequest, GetVersionRequest, HealthCheckPolicy, ListDataPlanesResponse,
-    ListHealthChecksResponse, ListRequest, ListRoutesResponse, ListUpstreamsResponse,
-    ListVersionsRequest, ListVersionsResponse, RollbackRequest, Route, Status as ConfigStatus,
-    Upstream,
+    GetStatusRequest, GetTrafficRequest, GetVersionRequest, HealthCheckPolicy,
+    ListDataPlanesResponse, ListHealthChecksResponse, ListRequest, ListRoutesResponse,
+    ListUpstreamsResponse, ListVersionsRequest, ListVersionsResponse, RollbackRequest, Route,
+    Status as ConfigStatus, Traffic, Upstream, UpstreamHealth,
 };
 use tonic::{Request, Response, Status};
 
@@ -149,5 +149,17 @@ impl AdminService for AdminApi {
         Ok(Response::new(
             self.service.rollback(request.into_inner().to).await?,
         ))
+    }
+
+    async fn get_upstream_health(&self, request: Request<GetRequest>) -> Reply<UpstreamHealth> {
+        Ok(Response::new(
+            self.service
+                .upstream_health(&request.into_inner().name)
+                .await?,
+        ))
+    }
+
+    async fn get_traffic(&self, _: Request<GetTrafficRequest>) -> Reply<Traffic> {
+        Ok(Response::new(self.service.traffic().await?))
     }
 }

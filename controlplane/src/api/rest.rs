@@ -45,6 +45,8 @@ pub fn router(service: ConfigService, store: Store) -> Router {
         .route("/v1/apply", axum::routing::post(apply))
         .route("/v1/dataplanes", get(dataplanes))
         .route("/v1/dataplanes/{node_id}", get(dataplane))
+        .route("/v1/upstreams/{name}/health", get(upstream_health))
+        .route("/v1/traffic", get(traffic))
         .route("/v1/status", get(status))
         .route("/v1/versions", get(versions))
         .route("/v1/versions/{version}", get(version))
@@ -134,6 +136,17 @@ async fn dataplane(
         Some(dataplane) => Ok(Json(dataplane).into_response()),
         None => Err(ApiError::UnknownDataPlane(node_id)),
     }
+}
+
+async fn upstream_health(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.service.upstream_health(&name).await?).into_response())
+}
+
+async fn traffic(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(state.service.traffic().await?).into_response())
 }
 
 async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {

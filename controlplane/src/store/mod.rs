@@ -11,6 +11,7 @@
 
 mod backend;
 mod dataplanes;
+mod reports;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

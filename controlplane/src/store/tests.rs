@@ -106,6 +106,7 @@ both_backends!(
     deletes_are_stored,
     history_keeps_every_version,
     dataplanes_are_recorded,
+    reports_replace_what_a_data_plane_said_before,
 );
 
 /// A change that upserts one resource.
@@ -202,14 +203,16 @@ async fn references_are_enforced_by_keys(store: Store) {
         .mutate(|c| {
             c.health_checks.push(HealthCheckPolicy {
                 name: "hc".into(),
-                http: Some(HttpHealthCheck {
-                    path: "/".into(),
-                    interval_ms: 1000,
-                    timeout_ms: 500,
-                    healthy_threshold: 1,
-                    unhealthy_threshold: 1,
-                    expected_statuses: vec![],
-                }),
+                check: Some(gateway_proto::v1::health_check_policy::Check::Http(
+                    HttpHealthCheck {
+                        path: "/".into(),
+                        ..Default::default()
+                    },
+                )),
+                interval_ms: 1000,
+                timeout_ms: 500,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
                 ..Default::default()
             });
             c.upstreams.push(Upstream {
@@ -322,4 +325,67 @@ async fn a_second_process_on_the_embedded_store_is_refused() {
         panic!("a second store on the same file opened")
     };
     assert!(error.to_string().contains("Postgres"), "{error}");
+}
+
+async fn reports_replace_what_a_data_plane_said_before(store: Store) {
+    use gateway_proto::v1::{HealthReport, TargetHealth, TrafficReport};
+    let target = |address: &str, healthy: bool| TargetHealth {
+        upstream: "web".into(),
+        address: address.into(),
+        healthy,
+        reason: if healthy {
+            String::new()
+        } else {
+            "status 500".into()
+        },
+        since: "2026-01-01T00:00:00Z".into(),
+        ..Default::default()
+    };
+    let first = HealthReport {
+        targets: vec![target("a:1", true), target("b:1", true)],
+    };
+    store.record_health("dp-1", &first).await.unwrap();
+    store
+        .record_health(
+            "dp-2",
+            &HealthReport {
+                targets: vec![target("a:1", false)],
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record_health(
+            "dp-1",
+            &HealthReport {
+                targets: vec![target("a:1", true)],
+            },
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, String, bool)> = store
+        .upstream_health("web")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            let h = o.health.unwrap();
+            (o.node_id, h.address, h.healthy)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("dp-1".into(), "a:1".into(), true),
+            ("dp-2".into(), "a:1".into(), false)
+        ]
+    );
+
+    let report = TrafficReport {
+        interval_ms: 5000,
+        ..Default::default()
+    };
+    store.record_traffic("dp-1", &report).await.unwrap();
+    store.record_traffic("dp-1", &report).await.unwrap();
+    assert_eq!(store.recent_traffic(60_000).await.unwrap().len(), 1);
 }

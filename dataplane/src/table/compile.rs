@@ -111,18 +111,22 @@ fn health_policy(
     policy: &v1::HealthCheckPolicy,
     errors: &mut Vec<FieldViolation>,
 ) -> Option<HealthPolicy> {
-    let Some(http) = &policy.http else {
-        At::new(Kind::HealthCheck, &policy.name, errors).push("http", "an HTTP check is required");
-        return None;
+    let http = match &policy.check {
+        Some(v1::health_check_policy::Check::Http(http)) => http,
+        _ => {
+            At::new(Kind::HealthCheck, &policy.name, errors)
+                .push("check", "this data plane runs HTTP checks only");
+            return None;
+        }
     };
     let status = |code: u32| u16::try_from(code).unwrap_or(u16::MAX);
     Some(HealthPolicy {
         name: policy.name.clone(),
         path: http.path.clone(),
-        interval: Duration::from_millis(u64::from(http.interval_ms.max(1))),
-        timeout: Duration::from_millis(u64::from(http.timeout_ms.max(1))),
-        healthy_threshold: http.healthy_threshold.max(1),
-        unhealthy_threshold: http.unhealthy_threshold.max(1),
+        interval: Duration::from_millis(u64::from(policy.interval_ms.max(1))),
+        timeout: Duration::from_millis(u64::from(policy.timeout_ms.max(1))),
+        healthy_threshold: policy.healthy_threshold.max(1),
+        unhealthy_threshold: policy.unhealthy_threshold.max(1),
         expected_statuses: http
             .expected_statuses
             .iter()

@@ -30,14 +30,15 @@ fn route(name: &str, prefix: &str, upstream: &str) -> Route {
 fn policy(name: &str) -> HealthCheckPolicy {
     HealthCheckPolicy {
         name: name.into(),
-        http: Some(HttpHealthCheck {
+        check: Some(health_check_policy::Check::Http(HttpHealthCheck {
             path: "/healthz".into(),
-            interval_ms: 2000,
-            timeout_ms: 1000,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
             expected_statuses: vec![StatusRange { from: 200, to: 299 }],
-        }),
+            ..Default::default()
+        })),
+        interval_ms: 2000,
+        timeout_ms: 1000,
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
         ..Default::default()
     }
 }
@@ -110,11 +111,11 @@ fn every_error_is_reported_with_resource_and_field() {
     config.upstreams[0].targets[1].address = "nope".into();
     config.upstreams[0].targets[2].weight = 0;
     config.routes[0].upstream = "missing".into();
-    config.health_checks[0].http.as_mut().unwrap().interval_ms = 0;
+    config.health_checks[0].interval_ms = 0;
     assert_eq!(
         violations(&config),
         vec![
-            pair("health-check/hc", "http.interval_ms"),
+            pair("health-check/hc", "interval_ms"),
             pair("upstream/web", "targets[1].address"),
             pair("upstream/web", "targets[2].weight"),
             pair("route/web-root", "upstream"),
@@ -216,10 +217,14 @@ fn header_rewrites_are_checked() {
 #[test]
 fn health_check_fields_are_checked() {
     let mut config = valid();
-    let http = config.health_checks[0].http.as_mut().unwrap();
+    let policy = &mut config.health_checks[0];
+    policy.timeout_ms = 5000;
+    policy.unhealthy_threshold = 0;
+    let Some(health_check_policy::Check::Http(http)) = policy.check.as_mut() else {
+        unreachable!()
+    };
     http.path = "healthz".into();
-    http.timeout_ms = 5000;
-    http.unhealthy_threshold = 0;
+    http.method = "get".into();
     http.expected_statuses = vec![
         StatusRange { from: 300, to: 200 },
         StatusRange { from: 99, to: 200 },
@@ -228,10 +233,61 @@ fn health_check_fields_are_checked() {
         violations(&config),
         vec![
             pair("health-check/hc", "http.path"),
-            pair("health-check/hc", "http.timeout_ms"),
-            pair("health-check/hc", "http.unhealthy_threshold"),
+            pair("health-check/hc", "http.method"),
             pair("health-check/hc", "http.expected_statuses[0]"),
             pair("health-check/hc", "http.expected_statuses[1]"),
+            pair("health-check/hc", "timeout_ms"),
+            pair("health-check/hc", "unhealthy_threshold"),
+        ]
+    );
+    config.health_checks[0].check = None;
+    assert!(violations(&config).contains(&pair("health-check/hc", "check")));
+}
+
+#[test]
+fn hashing_policies_need_a_hash_key() {
+    let mut config = valid();
+    config.upstreams[0].load_balancing = LoadBalancingPolicy::Maglev as i32;
+    assert_eq!(violations(&config), vec![pair("upstream/web", "hash_on")]);
+    config.upstreams[0].hash_on = Some(crate::v1::HashOn {
+        source: Some(hash_on::Source::Header("x user".into())),
+    });
+    assert_eq!(
+        violations(&config),
+        vec![pair("upstream/web", "hash_on.header")]
+    );
+    config.upstreams[0].hash_on = Some(crate::v1::HashOn {
+        source: Some(hash_on::Source::ClientIp(true)),
+    });
+    assert_eq!(violations(&config), vec![]);
+    config.upstreams[0].load_balancing = LoadBalancingPolicy::RoundRobin as i32;
+    assert_eq!(violations(&config), vec![pair("upstream/web", "hash_on")]);
+}
+
+#[test]
+fn retry_and_outlier_settings_are_checked() {
+    let mut config = valid();
+    config.routes[0].timeout_ms = 1000;
+    config.routes[0].retry = Some(crate::v1::RetryPolicy {
+        attempts: 11,
+        on: vec![RetryOn::Status503 as i32, 0],
+        per_try_timeout_ms: 2000,
+        budget_percent: 150,
+    });
+    config.upstreams[0].outlier_detection = Some(crate::v1::OutlierDetection {
+        consecutive_5xx: 3,
+        max_ejected_percent: 101,
+        ..Default::default()
+    });
+    assert_eq!(
+        violations(&config),
+        vec![
+            pair("upstream/web", "outlier_detection.base_ejection_ms"),
+            pair("upstream/web", "outlier_detection.max_ejected_percent"),
+            pair("route/web-root", "retry.attempts"),
+            pair("route/web-root", "retry.on[1]"),
+            pair("route/web-root", "retry.per_try_timeout_ms"),
+            pair("route/web-root", "retry.budget_percent"),
         ]
     );
 }

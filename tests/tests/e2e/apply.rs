@@ -12,10 +12,10 @@ kind: HealthCheckPolicy
 name: hc
 http:
   path: /healthz
-  interval_ms: 1000
-  timeout_ms: 500
-  healthy_threshold: 1
-  unhealthy_threshold: 2
+interval_ms: 1000
+timeout_ms: 500
+healthy_threshold: 1
+unhealthy_threshold: 2
 ---
 kind: Upstream
 name: web

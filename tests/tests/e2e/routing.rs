@@ -184,13 +184,11 @@ async fn an_unhealthy_target_gets_no_traffic_until_it_recovers() {
             "health-checks",
             json!({
                 "name": "hc",
-                "http": {
-                    "path": "/healthz",
-                    "interval_ms": 200,
-                    "timeout_ms": 100,
-                    "healthy_threshold": 1,
-                    "unhealthy_threshold": 1,
-                }
+                "http": { "path": "/healthz" },
+                "interval_ms": 200,
+                "timeout_ms": 100,
+                "healthy_threshold": 1,
+                "unhealthy_threshold": 1,
             }),
         )
         .await;

@@ -312,7 +312,7 @@ async fn rest_resources_round_trip() {
 
     cp.create(
         "health-checks",
-        json!({"name":"hc","http":{"path":"/healthz","interval_ms":1000,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":2}}),
+        json!({"name":"hc","http":{"path":"/healthz"},"interval_ms":1000,"timeout_ms":500,"healthy_threshold":1,"unhealthy_threshold":2}),
     )
     .await;
     cp.create("routes", route_json("r", "example.local", "/", "web"))
@@ -400,8 +400,8 @@ async fn cli_creates_lists_and_deletes() {
 
     let hc = gw.cp.ctl(&["healthcheck", "get", "hc", "-o", "json"]).await;
     let hc = hc.assert_success().json();
-    assert_eq!(u64_field(&hc["http"], "interval_ms").unwrap(), 1000, "{hc}");
-    assert_eq!(u64_field(&hc["http"], "timeout_ms").unwrap(), 500, "{hc}");
+    assert_eq!(u64_field(&hc, "interval_ms").unwrap(), 1000, "{hc}");
+    assert_eq!(u64_field(&hc, "timeout_ms").unwrap(), 500, "{hc}");
 
     let table = gw.cp.ctl(&["route", "list"]).await;
     assert!(table.assert_success().stdout.contains("cli-route"));
