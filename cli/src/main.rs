@@ -120,6 +120,8 @@ History is kept: the rollback is a new version, which can itself be rolled back.
 rollback deletes are counted as updated. Rolling back to the content already current changes
 nothing and says so.")]
     Rollback(RollbackArgs),
+    /// Live traffic per route and upstream: requests/s, error rate, p99 (Ctrl-C to stop)
+    Top(commands::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -154,6 +156,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Export => commands::export::run(ctx).await,
         Command::History(args) => commands::history::history(ctx, args).await,
         Command::Rollback(args) => commands::history::rollback(ctx, args).await,
+        Command::Top(args) => commands::top::run(ctx, args).await,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod healthcheck;
 pub mod history;
 pub mod route;
 pub mod status;
+pub mod top;
 pub mod upstream;
 
 use std::error::Error as _;

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use gateway_proto::v1::{
     AllUnhealthyPolicy, DeleteRequest, GetRequest, HashOn, ListRequest, LoadBalancingPolicy,
-    OutlierDetection, Target, Upstream,
+    ObservedTargetHealth, OutlierDetection, Target, Upstream,
 };
 
 use super::{Client, Context, Crud, Managed, run_crud};
@@ -24,6 +24,8 @@ pub enum UpstreamCommand {
     /// Delete an upstream (refused while a route uses it)
     #[command(visible_alias = "rm")]
     Delete { name: String },
+    /// Each target's health as seen by each connected data plane, with the reason and since when
+    Health { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -148,8 +150,44 @@ pub async fn run(ctx: &Context, command: UpstreamCommand) -> anyhow::Result<()> 
         UpstreamCommand::List => Crud::List,
         UpstreamCommand::Get { name } => Crud::Get(name),
         UpstreamCommand::Delete { name } => Crud::Delete(name),
+        UpstreamCommand::Health { name } => return health(ctx, name).await,
     };
     run_crud(ctx, verb, Upstream::from).await
+}
+
+async fn health(ctx: &Context, name: String) -> anyhow::Result<()> {
+    let mut client = ctx.client().await?;
+    let health = client
+        .get_upstream_health(GetRequest { name })
+        .await
+        .map_err(|s| ctx.rpc_error(s))?
+        .into_inner();
+    output::rows(
+        ctx.format,
+        &health.targets,
+        "health reports (no connected data plane checks this upstream's targets yet)",
+    )
+}
+
+impl Row for ObservedTargetHealth {
+    const HEADERS: &'static [&'static str] = &["TARGET", "DATA PLANE", "STATE", "REASON", "SINCE"];
+    const NARROW: usize = 5;
+
+    fn cells(&self) -> Vec<String> {
+        let health = self.health.clone().unwrap_or_default();
+        let state = match (health.healthy, health.ejected) {
+            (_, true) => "ejected",
+            (true, false) => "healthy",
+            (false, false) => "unhealthy",
+        };
+        vec![
+            health.address,
+            self.node_id.clone(),
+            state.to_owned(),
+            output::or_dash(health.reason),
+            output::or_dash(health.since),
+        ]
+    }
 }
 
 impl Managed for Upstream {
