@@ -213,19 +213,34 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`], with extra command-line flags.
     pub async fn start_with_args(db: &TestDb, extra: &[&str]) -> Self {
+        Self::start_on(&["--database-url", db.url()], extra).await
+    }
+
+    /// A control plane on the embedded store (SQLite in its own data directory, which survives
+    /// restarts): what a new user runs.
+    pub async fn start_embedded() -> Self {
+        Self::start_on(&[], &[]).await
+    }
+
+    async fn start_on(store: &[&str], extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gw-e2e-cp-")
             .tempdir()
             .expect("create a temporary directory");
         let (rest, grpc) = (free_addr(), free_addr());
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "--database-url".into(),
-            db.url().into(),
+        let mut args: Vec<std::ffi::OsString> = store.iter().map(Into::into).collect();
+        if store.is_empty() {
+            args.extend([
+                "--data-dir".into(),
+                dir.path().join("data").into_os_string(),
+            ]);
+        }
+        args.extend([
             "--rest-listen".into(),
             rest.to_string().into(),
             "--grpc-listen".into(),
             grpc.to_string().into(),
-        ];
+        ]);
         args.extend(extra.iter().map(Into::into));
         let process = Process::new(
             "controlplane".to_owned(),
@@ -470,6 +485,11 @@ impl DataPlane {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The last-known-good cache directory (`--cache-dir`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
     }
 
     /// Where it proxies.

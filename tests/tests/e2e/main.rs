@@ -6,6 +6,7 @@
 mod apply;
 mod convergence;
 mod distribution;
+mod operations;
 mod routing;
 mod writes;
 
