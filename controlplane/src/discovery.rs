@@ -26,8 +26,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::snapshot::{Published, Snapshots};
 use crate::store::{HEARTBEAT, Store};
 
-/// Largest gRPC message either side accepts. A snapshot above it is refused loudly, never
-/// stalled: the data plane keeps its table and the error says how big the config became.
+/// Default largest gRPC message either side accepts (`--max-snapshot-bytes`). A snapshot above
+/// the limit is refused loudly, never stalled: the data plane keeps its table and the error says
+/// how big the config became.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,14 +43,16 @@ pub struct DiscoveryServer {
     store: Store,
     snapshots: Snapshots,
     full_pushes: Arc<Semaphore>,
+    max_snapshot_bytes: usize,
 }
 
 impl DiscoveryServer {
-    pub fn new(store: Store, snapshots: Snapshots) -> Self {
+    pub fn new(store: Store, snapshots: Snapshots, max_snapshot_bytes: usize) -> Self {
         DiscoveryServer {
             store,
             snapshots,
             full_pushes: Arc::new(Semaphore::new(MAX_CONCURRENT_FULL_PUSHES)),
+            max_snapshot_bytes,
         }
     }
 }
@@ -95,6 +98,7 @@ impl DiscoveryService for DiscoveryServer {
             store: self.store.clone(),
             snapshots: self.snapshots.clone(),
             full_pushes: self.full_pushes.clone(),
+            max_snapshot_bytes: self.max_snapshot_bytes,
             node_id: hello.node_id.clone(),
             out,
         };
@@ -107,6 +111,7 @@ struct Session {
     store: Store,
     snapshots: Snapshots,
     full_pushes: Arc<Semaphore>,
+    max_snapshot_bytes: usize,
     node_id: String,
     out: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
 }
@@ -221,26 +226,28 @@ impl Session {
                 snapshot.config = Some(published.config.clone());
             }
         }
-        let bytes = snapshot.encoded_len();
-        if bytes > MAX_MESSAGE_BYTES {
+        let delta = snapshot.delta.is_some();
+        let message = ControlPlaneMessage {
+            kind: Some(control_plane_message::Kind::Snapshot(snapshot)),
+        };
+        let bytes = message.encoded_len();
+        let limit = self.max_snapshot_bytes;
+        if bytes > limit {
             tracing::error!(
                 node_id = %self.node_id,
                 version = published.version,
                 bytes,
-                limit = MAX_MESSAGE_BYTES,
+                limit,
                 "snapshot exceeds the gRPC message limit and cannot be sent"
             );
             let status = Status::resource_exhausted(format!(
-                "snapshot version {} is {bytes} bytes, above the {MAX_MESSAGE_BYTES}-byte message limit",
+                "snapshot version {} is {bytes} bytes, above the {limit}-byte message limit (--max-snapshot-bytes)",
                 published.version
             ));
             let _ = self.out.send(Err(status)).await;
             return false;
         }
-        tracing::debug!(node_id = %self.node_id, version = published.version, bytes, delta = snapshot.delta.is_some(), "offering snapshot");
-        let message = ControlPlaneMessage {
-            kind: Some(control_plane_message::Kind::Snapshot(snapshot)),
-        };
+        tracing::debug!(node_id = %self.node_id, version = published.version, bytes, delta, "offering snapshot");
         self.out.send(Ok(message)).await.is_ok()
     }
 

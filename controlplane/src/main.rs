@@ -59,6 +59,11 @@ struct Flags {
     #[arg(long, env = "GATEWAY_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
 
+    /// Largest snapshot (and gRPC message) sent or accepted, in bytes; a bigger config is an
+    /// explicit error on the discovery stream, never a stall.
+    #[arg(long, env = "GATEWAY_MAX_SNAPSHOT_BYTES", default_value_t = MAX_MESSAGE_BYTES)]
+    max_snapshot_bytes: usize,
+
     /// Diagnostic log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -101,9 +106,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            DiscoveryServiceServer::new(DiscoveryServer::new(store, snapshots))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            DiscoveryServiceServer::new(DiscoveryServer::new(
+                store,
+                snapshots,
+                flags.max_snapshot_bytes,
+            ))
+            .max_decoding_message_size(flags.max_snapshot_bytes)
+            .max_encoding_message_size(flags.max_snapshot_bytes),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), wait(shutdown.clone()));
     tracing::info!(rest = %flags.rest_listen, grpc = %flags.grpc_listen, "control plane listening");

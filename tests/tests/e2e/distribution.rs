@@ -241,3 +241,62 @@ async fn a_replica_whose_notification_connection_was_cut_catches_up() {
     let names = listener.names("upstreams").await;
     assert_eq!(names, vec!["web".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_over_the_size_limit_is_an_explicit_error() {
+    let db = TestDb::create().await;
+    let cp = ControlPlane::start_with_args(&db, &["--max-snapshot-bytes", "2048"]).await;
+    let routes: Vec<_> = (0..200)
+        .map(|i| route_json(&format!("r{i}"), "big.local", &format!("/p{i}"), "web"))
+        .collect();
+    let config = serde_json::json!({
+        "upstreams": [upstream_json("web", &[("127.0.0.1:9".into(), 1)])],
+        "routes": routes,
+    });
+    let applied = cp.rest(Method::POST, "/v1/apply", Some(&config)).await;
+    assert_eq!(applied.status, 200, "{}", applied.text());
+
+    let mut sim = SimDataPlane::connect(cp.grpc_addr(), "small", None)
+        .await
+        .unwrap();
+    let error = sim.next_snapshot(SOON).await.unwrap_err().to_string();
+    assert!(error.contains("message limit"), "{error}");
+    assert!(error.contains("--max-snapshot-bytes"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_of_100_data_planes_converges_while_the_admin_api_answers() {
+    let gw = Gateway::start(0).await;
+    let upstream = TestUpstream::start("a").await;
+    route_to(&gw.cp, "web", "web.local", "web", &[&upstream]).await;
+    let version = gw.cp.version().await;
+    let grpc = gw.cp.grpc_addr();
+    let storm = futures::future::join_all((0..100).map(|i| async move {
+        let mut sim = SimDataPlane::connect(grpc, &format!("storm-{i}"), None).await?;
+        let snapshot = sim.next_snapshot(SOON).await?;
+        sim.ack(&snapshot).await?;
+        anyhow::Ok((sim, snapshot.version))
+    }));
+    // The admin API keeps answering while the storm is served.
+    let admin = async {
+        for _ in 0..10 {
+            let listed = gw.cp.rest(Method::GET, "/v1/routes", None).await;
+            assert_eq!(listed.status, 200);
+        }
+    };
+    let (results, ()) = tokio::join!(storm, admin);
+    let sims: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert!(sims.iter().all(|(_, v)| *v == version));
+    eventually(SOON, || async {
+        let applied = gw
+            .cp
+            .dataplanes()
+            .await
+            .iter()
+            .filter(|d| u64_field(d, "applied_version").unwrap_or(0) == version)
+            .count();
+        anyhow::ensure!(applied == 100, "{applied} of 100 recorded as applied");
+        Ok(())
+    })
+    .await;
+}
