@@ -87,10 +87,11 @@ impl DiscoveryService for DiscoveryServer {
         if hello.node_id.is_empty() {
             return Err(Status::invalid_argument("Hello.node_id must not be empty"));
         }
-        self.store
-            .dataplane_connected(&hello, &address)
-            .await
-            .map_err(Status::from)?;
+        // The registry is for operators; a database outage must not keep config from a data
+        // plane, so the snapshot in memory is served even when this write fails.
+        if let Err(error) = self.store.dataplane_connected(&hello, &address).await {
+            tracing::warn!(node_id = %hello.node_id, %error, "recording the connection failed; serving anyway");
+        }
         tracing::info!(node_id = %hello.node_id, %address, applied_version = hello.applied_version, "data plane connected");
 
         let (out, rx) = mpsc::channel(4);
