@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gateway_tests::{
-    ControlPlane, DataPlane, Gateway, SimDataPlane, TestUpstream, eventually, u64_field,
+    CliOutput, ControlPlane, DataPlane, Gateway, SimDataPlane, TestUpstream, eventually, u64_field,
 };
 use http::StatusCode;
 
@@ -16,16 +16,18 @@ name: web
 targets: [{address: 127.0.0.1:9, weight: 1}]
 ";
 
+/// `gatewayctl apply -f <APPLY_FILE> --wait --timeout <timeout>`.
+async fn apply_and_wait(cp: &ControlPlane, timeout: &str) -> CliOutput {
+    let file = cp.write_file("gateway.yaml", APPLY_FILE);
+    let file = file.to_str().expect("a UTF-8 temporary path");
+    cp.ctl(&["apply", "-f", file, "--wait", "--timeout", timeout])
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_succeeds_once_every_data_plane_applied() {
     let gw = Gateway::start(2).await;
-    let file = gw.cp.write_file("gateway.yaml", APPLY_FILE);
-    let file = file.to_str().unwrap();
-    let out = gw
-        .cp
-        .ctl(&["apply", "-f", file, "--wait", "--timeout", "20s"])
-        .await;
-    out.assert_success();
+    apply_and_wait(&gw.cp, "20s").await.assert_success();
     let version = gw.cp.version().await;
     for dp in &gw.dps {
         // --wait returned, so each data plane has applied it already.
@@ -52,18 +54,7 @@ async fn apply_wait_fails_naming_a_data_plane_that_rejected_the_version() {
             sim.nack(&snapshot, vec![violation]).await.unwrap();
         }
     });
-    let file = gw.cp.write_file("gateway.yaml", APPLY_FILE);
-    let out = gw
-        .cp
-        .ctl(&[
-            "apply",
-            "-f",
-            file.to_str().unwrap(),
-            "--wait",
-            "--timeout",
-            "20s",
-        ])
-        .await;
+    let out = apply_and_wait(&gw.cp, "20s").await;
     assert!(!out.success(), "{out:?}");
     assert!(
         out.stderr.contains("picky") && out.stderr.contains("no route to 127.0.0.1:9 here"),
@@ -81,18 +72,7 @@ async fn apply_wait_times_out_naming_the_data_planes_behind() {
         .unwrap();
     let first = silent.next_snapshot(SOON).await.unwrap();
     silent.ack(&first).await.unwrap();
-    let file = gw.cp.write_file("gateway.yaml", APPLY_FILE);
-    let out = gw
-        .cp
-        .ctl(&[
-            "apply",
-            "-f",
-            file.to_str().unwrap(),
-            "--wait",
-            "--timeout",
-            "2s",
-        ])
-        .await;
+    let out = apply_and_wait(&gw.cp, "2s").await;
     assert!(!out.success(), "{out:?}");
     assert!(out.stderr.contains("silent"), "{out:?}");
     drop(silent);
@@ -216,4 +196,45 @@ async fn quick_start_on_the_embedded_store_survives_a_restart() {
         "{history}"
     );
     assert_eq!(u64_field(&history["items"][0], "version").unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_moves_from_the_embedded_store_to_postgres_exactly() {
+    let embedded = ControlPlane::start_embedded().await;
+    let file = embedded.write_file(
+        "gateway.yaml",
+        "kind: HealthCheckPolicy\nname: hc\ntcp: {}\ninterval_ms: 2000\ntimeout_ms: 500\nhealthy_threshold: 2\nunhealthy_threshold: 3\n\
+         ---\nkind: Upstream\nname: web\nlabels: {team: web}\nhealth_check: hc\nload_balancing: LOAD_BALANCING_POLICY_MAGLEV\n\
+         hash_on: {header: x-user}\ntargets: [{address: 127.0.0.1:9001, weight: 3}, {address: 127.0.0.1:9002, weight: 1}]\n\
+         ---\nkind: Route\nname: api\nmatch: {hosts: [api.example.com, \"*.example.com\"], prefix: /v1, methods: [GET]}\n\
+         priority: 10\nupstream: web\nretry: {attempts: 2, on: [RETRY_ON_STATUS_503]}\n\
+         request_headers: {set: [{name: host, value: internal.example.com}], remove: [x-debug]}\n",
+    );
+    embedded
+        .ctl(&["apply", "-f", file.to_str().unwrap()])
+        .await
+        .assert_success();
+    let exported = embedded.ctl(&["export"]).await;
+    exported.assert_success();
+
+    let db = gateway_tests::TestDb::create().await;
+    let postgres = ControlPlane::start(&db).await;
+    let moved = postgres.write_file("export.yaml", &exported.stdout);
+    postgres
+        .ctl(&["apply", "-f", moved.to_str().unwrap()])
+        .await
+        .assert_success();
+    assert_eq!(
+        postgres.status().await["hash"],
+        embedded.status().await["hash"],
+        "same content hash"
+    );
+    let again = postgres.ctl(&["export"]).await;
+    let body = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&again.stdout), body(&exported.stdout));
 }
