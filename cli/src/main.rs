@@ -21,6 +21,7 @@ use commands::diff::DiffArgs;
 use commands::healthcheck::HealthCheckCommand;
 use commands::history::{HistoryArgs, RollbackArgs};
 use commands::route::RouteCommand;
+use commands::token::TokenCommand;
 use commands::upstream::UpstreamCommand;
 use output::Format;
 
@@ -114,6 +115,11 @@ one config version (named in a leading comment). -o json prints one gateway.v1.C
 Changes read +created ~updated -deleted, e.g. `+route/a ~upstream/web -route/b`. -o wide adds
 each version's content hash; -o json and -o yaml print every change of every version.")]
     History(HistoryArgs),
+    /// API tokens and their roles (admin only)
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Make an earlier version's content current again, as a new version
     #[command(after_help = "\
 History is kept: the rollback is a new version, which can itself be rolled back. Resources the
@@ -156,6 +162,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Export => commands::export::run(ctx).await,
         Command::History(args) => commands::history::history(ctx, args).await,
         Command::Rollback(args) => commands::history::rollback(ctx, args).await,
+        Command::Token { command } => commands::token::run(ctx, command).await,
         Command::Top(args) => commands::top::run(ctx, args).await,
     }
 }
@@ -199,6 +206,10 @@ mod tests {
             "gatewayctl history",
             "gatewayctl history --limit 5 -o yaml",
             "gatewayctl rollback --to 42",
+            "gatewayctl token create ci --role admin",
+            "gatewayctl token create grafana --role viewer -o json",
+            "gatewayctl token list",
+            "gatewayctl token revoke ci",
             "gatewayctl -o yaml --server http://cp:9090 route get api",
         ] {
             let args = line.split_whitespace();

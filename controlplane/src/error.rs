@@ -22,8 +22,18 @@ pub enum ApiError {
         name: String,
         used_by: Vec<String>,
     },
+    #[error("token {0:?} already exists")]
+    TokenExists(String),
+    #[error("token {0:?} not found")]
+    UnknownToken(String),
     #[error("{0}")]
     BadRequest(String),
+    /// No valid token: REST 401, gRPC UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token whose role does not allow the call: REST 403, gRPC PERMISSION_DENIED.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// REST only: the body is not `application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -42,8 +52,11 @@ impl ApiError {
             }
             ApiError::NotFound { .. }
             | ApiError::UnknownDataPlane(_)
-            | ApiError::UnknownVersion(_) => "NOT_FOUND",
-            ApiError::AlreadyExists { .. } => "ALREADY_EXISTS",
+            | ApiError::UnknownVersion(_)
+            | ApiError::UnknownToken(_) => "NOT_FOUND",
+            ApiError::AlreadyExists { .. } | ApiError::TokenExists(_) => "ALREADY_EXISTS",
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::InUse { .. } => "FAILED_PRECONDITION",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
@@ -95,8 +108,13 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::NotFound { .. }
             | ApiError::UnknownDataPlane(_)
-            | ApiError::UnknownVersion(_) => tonic::Status::not_found(message),
-            ApiError::AlreadyExists { .. } => tonic::Status::already_exists(message),
+            | ApiError::UnknownVersion(_)
+            | ApiError::UnknownToken(_) => tonic::Status::not_found(message),
+            ApiError::AlreadyExists { .. } | ApiError::TokenExists(_) => {
+                tonic::Status::already_exists(message)
+            }
+            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             ApiError::InUse { .. } => tonic::Status::failed_precondition(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
             ApiError::Internal(_) => tonic::Status::internal(message),

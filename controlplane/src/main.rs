@@ -2,8 +2,10 @@
 //! streams one snapshot per config version to every data plane.
 
 mod api;
+mod auth;
 mod discovery;
 mod error;
+mod server;
 mod service;
 mod snapshot;
 mod store;
@@ -16,18 +18,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use gateway_proto::v1::admin_service_server::AdminServiceServer;
-use gateway_proto::v1::discovery_service_server::DiscoveryServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::discovery::{DiscoveryServer, MAX_MESSAGE_BYTES};
-use crate::service::ConfigService;
-use crate::snapshot::Snapshots;
+use crate::discovery::MAX_MESSAGE_BYTES;
+use crate::server::ServerConfig;
 use crate::store::Store;
-
-/// How long open admin calls and discovery streams get to finish after SIGTERM or Ctrl-C.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,6 +59,33 @@ struct Flags {
     #[arg(long, env = "GATEWAY_MAX_SNAPSHOT_BYTES", default_value_t = MAX_MESSAGE_BYTES)]
     max_snapshot_bytes: usize,
 
+    /// File holding an admin token that is valid while this process runs (principal
+    /// `bootstrap`); use it to create the real tokens. Never stored. At least 32 characters.
+    #[arg(
+        long,
+        env = "GATEWAY_BOOTSTRAP_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "bootstrap_token"
+    )]
+    bootstrap_token_file: Option<PathBuf>,
+
+    /// Like --bootstrap-token-file, with the token itself (prefer the file or the environment:
+    /// command lines are visible to other users).
+    #[arg(
+        long,
+        env = "GATEWAY_BOOTSTRAP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    bootstrap_token: Option<String>,
+
+    /// Let requests without a token through as admin "anonymous", on any address. For
+    /// throwaway set-ups only. Without it, a non-loopback listener needs a bootstrap token or an
+    /// admin token in the store; on loopback, tokenless requests are allowed only until the
+    /// first admin token exists.
+    #[arg(long, env = "GATEWAY_INSECURE_NO_AUTH", conflicts_with_all = ["bootstrap_token", "bootstrap_token_file"])]
+    insecure_no_auth: bool,
+
     /// Diagnostic log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -86,57 +108,23 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     // Listeners first, so a taken port fails before the store is touched.
     let rest = bind(flags.rest_listen, "--rest-listen").await?;
     let grpc = bind(flags.grpc_listen, "--grpc-listen").await?;
+    let bootstrap_token =
+        match &flags.bootstrap_token_file {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read --bootstrap-token-file {}", path.display())
+            })?),
+            None => flags.bootstrap_token.clone(),
+        };
     let url = database_url(&flags)?;
     let store = Store::open(&url).await?;
     tracing::info!(store = %store.backend().describe(), "store ready");
-
-    let snapshots = Snapshots::load(store.clone())
-        .await
-        .context("loading the current config")?;
-    snapshots.spawn_followers(flags.poll_interval);
-    let service = ConfigService::new(store.clone(), snapshots.clone());
-
-    let shutdown = tokio::sync::watch::channel(false).0;
-    let rest_app = api::rest::router(service.clone(), store.clone());
-    let rest_server = axum::serve(rest, rest_app).with_graceful_shutdown(wait(shutdown.clone()));
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(
-            AdminServiceServer::new(api::grpc::AdminApi::new(service))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            DiscoveryServiceServer::new(DiscoveryServer::new(
-                store,
-                snapshots,
-                flags.max_snapshot_bytes,
-            ))
-            .max_decoding_message_size(flags.max_snapshot_bytes)
-            .max_encoding_message_size(flags.max_snapshot_bytes),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), wait(shutdown.clone()));
-    tracing::info!(rest = %flags.rest_listen, grpc = %flags.grpc_listen, "control plane listening");
-
-    let servers = async {
-        let (rest, grpc) =
-            tokio::join!(async { rest_server.await.context("REST server") }, async {
-                grpc_server.await.context("gRPC server")
-            });
-        rest.and(grpc)
+    let config = ServerConfig {
+        poll_interval: flags.poll_interval,
+        max_snapshot_bytes: flags.max_snapshot_bytes,
+        bootstrap_token,
+        insecure_no_auth: flags.insecure_no_auth,
     };
-    tokio::pin!(servers);
-    tokio::select! {
-        result = &mut servers => result,
-        () = shutdown_signal() => {
-            tracing::info!("shutting down");
-            let _ = shutdown.send(true);
-            // Discovery streams never end on their own; bound the wait.
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await {
-                Ok(result) => result,
-                Err(_) => Ok(()),
-            }
-        }
-    }
+    server::serve(store, rest, grpc, config, shutdown_signal()).await
 }
 
 /// The error and its causes on one line, skipping causes whose text the previous one already
@@ -180,11 +168,6 @@ fn default_data_dir() -> Option<PathBuf> {
             std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
         })?;
     Some(base.join("gateway"))
-}
-
-async fn wait(shutdown: tokio::sync::watch::Sender<bool>) {
-    let mut rx = shutdown.subscribe();
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

@@ -2,10 +2,11 @@
 
 use gateway_proto::kind::Resource;
 use gateway_proto::v1::{
-    ApplyResponse, Config, ConfigVersion, DataPlane, HealthCheckPolicy, Route, Status, Traffic,
-    Upstream, UpstreamHealth,
+    ApplyResponse, Config, ConfigVersion, CreateTokenResponse, DataPlane, FieldViolation,
+    HealthCheckPolicy, Route, Status, Token, Traffic, Upstream, UpstreamHealth,
 };
 
+use crate::auth::{self, Principal, Role};
 use crate::error::ApiError;
 use crate::snapshot::Snapshots;
 use crate::store::{CREATE, Commit, Store, StoredResource};
@@ -214,6 +215,54 @@ impl ConfigService {
             hash: current.hash.clone(),
             data_planes: self.dataplanes().await?,
         })
+    }
+
+    /// Creates a token; the response holds its secret, which is never available again.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        by: &Principal,
+    ) -> Result<CreateTokenResponse, ApiError> {
+        let violation = |field: &str, reason: String| FieldViolation {
+            resource: format!("token/{name}"),
+            field: field.into(),
+            reason,
+        };
+        let mut violations = Vec::new();
+        if let Err(error) = auth::check_token_name(name) {
+            violations.push(violation("name", error));
+        }
+        let parsed = Role::parse(role);
+        if parsed.is_none() {
+            violations.push(violation(
+                "role",
+                format!("{role:?} is not a role (expected {})", Role::NAMES),
+            ));
+        }
+        let (Some(role), true) = (parsed, violations.is_empty()) else {
+            return Err(ApiError::Invalid(violations));
+        };
+        let secret = auth::generate_token();
+        let token = self
+            .store
+            .create_token(name, role, &auth::token_sha256(&secret), by)
+            .await?;
+        tracing::info!(token = %name, %role, by = %by.name, "token created");
+        Ok(CreateTokenResponse {
+            token: Some(token),
+            secret,
+        })
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<Token>, ApiError> {
+        self.store.tokens().await
+    }
+
+    pub async fn revoke_token(&self, name: &str, by: &Principal) -> Result<(), ApiError> {
+        self.store.revoke_token(name).await?;
+        tracing::info!(token = %name, by = %by.name, "token revoked");
+        Ok(())
     }
 
     async fn commit(

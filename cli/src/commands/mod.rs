@@ -10,6 +10,7 @@ pub mod healthcheck;
 pub mod history;
 pub mod route;
 pub mod status;
+pub mod token;
 pub mod top;
 pub mod upstream;
 
@@ -85,10 +86,16 @@ impl Context {
                 return self.unreachable(source);
             }
         }
-        if status.message().is_empty() {
-            anyhow!("{}", status.code().description())
+        let message = if status.message().is_empty() {
+            status.code().description().to_owned()
         } else {
-            anyhow!("{}", status.message())
+            status.message().to_owned()
+        };
+        match status.code() {
+            tonic::Code::Unauthenticated if self.token.is_none() => {
+                anyhow!("{message} (no token was sent: give one with --token or GATEWAYCTL_TOKEN)")
+            }
+            _ => anyhow!("{message}"),
         }
     }
 }

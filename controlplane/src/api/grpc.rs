@@ -2,14 +2,16 @@
 
 use gateway_proto::v1::admin_service_server::AdminService;
 use gateway_proto::v1::{
-    ApplyRequest, ApplyResponse, ConfigVersion, DeleteRequest, DeleteResponse, GetRequest,
-    GetStatusRequest, GetTrafficRequest, GetVersionRequest, HealthCheckPolicy,
-    ListDataPlanesResponse, ListHealthChecksResponse, ListRequest, ListRoutesResponse,
-    ListUpstreamsResponse, ListVersionsRequest, ListVersionsResponse, RollbackRequest, Route,
-    Status as ConfigStatus, Traffic, Upstream, UpstreamHealth,
+    ApplyRequest, ApplyResponse, ConfigVersion, CreateTokenRequest, CreateTokenResponse,
+    DeleteRequest, DeleteResponse, GetRequest, GetStatusRequest, GetTrafficRequest,
+    GetVersionRequest, HealthCheckPolicy, ListDataPlanesResponse, ListHealthChecksResponse,
+    ListRequest, ListRoutesResponse, ListTokensResponse, ListUpstreamsResponse,
+    ListVersionsRequest, ListVersionsResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RollbackRequest, Route, Status as ConfigStatus, Traffic, Upstream, UpstreamHealth,
 };
 use tonic::{Request, Response, Status};
 
+use crate::api::auth::grpc_principal;
 use crate::service::ConfigService;
 
 pub struct AdminApi {
@@ -161,5 +163,35 @@ impl AdminService for AdminApi {
 
     async fn get_traffic(&self, _: Request<GetTrafficRequest>) -> Reply<Traffic> {
         Ok(Response::new(self.service.traffic().await?))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Reply<CreateTokenResponse> {
+        let principal = grpc_principal(&request)?;
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.service
+                .create_token(&request.name, &request.role, &principal)
+                .await?,
+        ))
+    }
+
+    async fn list_tokens(&self, _: Request<ListRequest>) -> Reply<ListTokensResponse> {
+        Ok(Response::new(ListTokensResponse {
+            items: self.service.tokens().await?,
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Reply<RevokeTokenResponse> {
+        let principal = grpc_principal(&request)?;
+        self.service
+            .revoke_token(&request.into_inner().name, &principal)
+            .await?;
+        Ok(Response::new(RevokeTokenResponse {}))
     }
 }

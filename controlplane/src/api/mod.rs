@@ -1,4 +1,8 @@
 //! The admin APIs: thin adapters that turn REST and gRPC requests into service-layer calls.
 
+pub mod auth;
 pub mod grpc;
 pub mod rest;
+
+#[cfg(test)]
+mod tests;

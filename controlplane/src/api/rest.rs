@@ -6,11 +6,13 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::api;
+use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::service::{ConfigService, Referenced};
 use crate::store::Store;
@@ -24,18 +26,33 @@ struct AppState {
     store: Store,
 }
 
-pub fn router(service: ConfigService, store: Store) -> Router {
-    Router::new()
+pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Router {
+    let state = AppState { service, store };
+    let open = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/v1/upstreams", get(list::<Upstream>).post(create::<Upstream>))
+        .route("/readyz", get(ready));
+    let v1 = Router::new()
+        .route(
+            "/v1/upstreams",
+            get(list::<Upstream>).post(create::<Upstream>),
+        )
         .route(
             "/v1/upstreams/{name}",
-            get(fetch::<Upstream>).put(replace::<Upstream>).delete(delete::<Upstream>),
+            get(fetch::<Upstream>)
+                .put(replace::<Upstream>)
+                .delete(delete::<Upstream>),
         )
         .route("/v1/routes", get(list::<Route>).post(create::<Route>))
-        .route("/v1/routes/{name}", get(fetch::<Route>).put(replace::<Route>).delete(delete::<Route>))
-        .route("/v1/health-checks", get(list::<HealthCheckPolicy>).post(create::<HealthCheckPolicy>))
+        .route(
+            "/v1/routes/{name}",
+            get(fetch::<Route>)
+                .put(replace::<Route>)
+                .delete(delete::<Route>),
+        )
+        .route(
+            "/v1/health-checks",
+            get(list::<HealthCheckPolicy>).post(create::<HealthCheckPolicy>),
+        )
         .route(
             "/v1/health-checks/{name}",
             get(fetch::<HealthCheckPolicy>)
@@ -51,9 +68,13 @@ pub fn router(service: ConfigService, store: Store) -> Router {
         .route("/v1/versions", get(versions))
         .route("/v1/versions/{version}", get(version))
         .route("/v1/rollback", axum::routing::post(rollback))
+        .route("/v1/tokens", get(tokens).post(create_token))
+        .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .layer(axum::middleware::from_fn_with_state(auth, api::auth::rest));
+    open.merge(v1)
         .fallback(|| async { ApiError::BadRequest("no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status".into()).into_problem(StatusCode::NOT_FOUND) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { service, store })
+        .with_state(state)
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -182,6 +203,36 @@ async fn rollback(
     Ok(written(StatusCode::OK, &response, version))
 }
 
+async fn tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(json!({ "items": state.service.tokens().await? })).into_response())
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(request): JsonBody<gateway_proto::v1::CreateTokenRequest>,
+) -> Result<Response, ApiError> {
+    let created = state
+        .service
+        .create_token(&request.name, &request.role, &principal)
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    // The body holds a secret.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.service.revoke_token(&name, &principal).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The name in a PUT body may be omitted; if given, it must agree with the path.
 fn name_from_path<R: Referenced>(resource: &mut R, path_name: &str) -> Result<(), ApiError> {
     let mut value =
@@ -249,8 +300,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound { .. }
             | ApiError::UnknownDataPlane(_)
-            | ApiError::UnknownVersion(_) => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::InUse { .. } => StatusCode::CONFLICT,
+            | ApiError::UnknownVersion(_)
+            | ApiError::UnknownToken(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists { .. } | ApiError::InUse { .. } | ApiError::TokenExists(_) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -12,6 +12,7 @@
 mod backend;
 mod dataplanes;
 mod reports;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -367,4 +368,4 @@ fn to_i64(value: u64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,8 +8,8 @@ use gateway_proto::v1::{
 use super::*;
 
 /// A store on a throwaway database, dropped with the guard.
-struct Scratch {
-    store: Store,
+pub(crate) struct Scratch {
+    pub store: Store,
     _guard: Guard,
 }
 
@@ -50,7 +50,7 @@ impl Drop for Guard {
     }
 }
 
-async fn postgres() -> Scratch {
+pub(crate) async fn postgres() -> Scratch {
     use sqlx::Connection;
     let admin_url = std::env::var("GATEWAY_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
