@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use commands::Context;
 use commands::apply::ApplyArgs;
+use commands::audit::AuditArgs;
 use commands::dataplane::DataPlaneCommand;
 use commands::diff::DiffArgs;
 use commands::healthcheck::HealthCheckCommand;
@@ -115,6 +116,12 @@ one config version (named in a leading comment). -o json prints one gateway.v1.C
 Changes read +created ~updated -deleted, e.g. `+route/a ~upstream/web -route/b`. -o wide adds
 each version's content hash; -o json and -o yaml print every change of every version.")]
     History(HistoryArgs),
+    /// Who changed what and when, newest first
+    #[command(after_help = "\
+Every config write and token change has one entry: time, actor (the token's name, `bootstrap`
+or `anonymous`), operation (CreateRoute, Apply, Rollback, RevokeToken, …), the config version it
+produced (`-` for token changes) and what it changed (+created ~updated -deleted).")]
+    Audit(AuditArgs),
     /// API tokens and their roles (admin only)
     Token {
         #[command(subcommand)]
@@ -163,6 +170,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::History(args) => commands::history::history(ctx, args).await,
         Command::Rollback(args) => commands::history::rollback(ctx, args).await,
         Command::Token { command } => commands::token::run(ctx, command).await,
+        Command::Audit(args) => commands::audit::run(ctx, args).await,
         Command::Top(args) => commands::top::run(ctx, args).await,
     }
 }
@@ -210,6 +218,8 @@ mod tests {
             "gatewayctl token create grafana --role viewer -o json",
             "gatewayctl token list",
             "gatewayctl token revoke ci",
+            "gatewayctl audit",
+            "gatewayctl audit --limit 5 --actor ci -o yaml",
             "gatewayctl -o yaml --server http://cp:9090 route get api",
         ] {
             let args = line.split_whitespace();

@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod discovery;
 mod error;
+mod page;
 mod server;
 mod service;
 mod snapshot;

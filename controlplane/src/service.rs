@@ -1,15 +1,16 @@
 //! The service layer: every admin operation, once, for both the REST and the gRPC adapters.
 
-use gateway_proto::kind::Resource;
+use gateway_proto::kind::{Kind, Resource};
 use gateway_proto::v1::{
-    ApplyResponse, Config, ConfigVersion, CreateTokenResponse, DataPlane, FieldViolation,
-    HealthCheckPolicy, Route, Status, Token, Traffic, Upstream, UpstreamHealth,
+    ApplyResponse, AuditEntry, Config, ConfigVersion, CreateTokenResponse, DataPlane,
+    FieldViolation, HealthCheckPolicy, Route, Status, Token, Traffic, Upstream, UpstreamHealth,
 };
 
 use crate::auth::{self, Principal, Role};
 use crate::error::ApiError;
+use crate::page::{Page, PageRequest};
 use crate::snapshot::Snapshots;
-use crate::store::{CREATE, Commit, Store, StoredResource};
+use crate::store::{Author, CREATE, Commit, Store, StoredResource};
 use crate::traffic::{self, TRAFFIC_MAX_AGE_MS};
 
 #[derive(Clone)]
@@ -63,37 +64,51 @@ impl ConfigService {
         self.store.list().await
     }
 
-    pub async fn create<R: StoredResource>(&self, resource: R) -> Result<(R, u64), ApiError> {
+    pub async fn create<R: StoredResource>(
+        &self,
+        resource: R,
+        by: &Principal,
+    ) -> Result<(R, u64), ApiError> {
         let stored = resource.clone();
         let commit = self
-            .commit(move |config| {
-                if config.get::<R>(resource.name()).is_some() {
-                    return Err(ApiError::AlreadyExists {
-                        kind: R::KIND,
-                        name: resource.name().to_string(),
-                    });
+            .commit(
+                &Author::new(by, operation("Create", R::KIND)),
+                move |config| {
+                    if config.get::<R>(resource.name()).is_some() {
+                        return Err(ApiError::AlreadyExists {
+                            kind: R::KIND,
+                            name: resource.name().to_string(),
+                        });
+                    }
+                    config.upsert(resource);
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok((stored, commit.version))
+    }
+
+    pub async fn replace<R: StoredResource>(
+        &self,
+        resource: R,
+        by: &Principal,
+    ) -> Result<(R, u64), ApiError> {
+        let stored = resource.clone();
+        let author = Author::new(by, operation("Replace", R::KIND));
+        let commit = self
+            .commit(&author, move |config| {
+                match config.upsert(resource.clone()) {
+                    Some(_) => Ok(()),
+                    None => Err(ApiError::not_found(R::KIND, resource.name())),
                 }
-                config.upsert(resource);
-                Ok(())
             })
             .await?;
         Ok((stored, commit.version))
     }
 
-    pub async fn replace<R: StoredResource>(&self, resource: R) -> Result<(R, u64), ApiError> {
-        let stored = resource.clone();
+    pub async fn delete<R: Referenced>(&self, name: &str, by: &Principal) -> Result<u64, ApiError> {
         let commit = self
-            .commit(move |config| match config.upsert(resource.clone()) {
-                Some(_) => Ok(()),
-                None => Err(ApiError::not_found(R::KIND, resource.name())),
-            })
-            .await?;
-        Ok((stored, commit.version))
-    }
-
-    pub async fn delete<R: Referenced>(&self, name: &str) -> Result<u64, ApiError> {
-        let commit = self
-            .commit(|config| {
+            .commit(&Author::new(by, operation("Delete", R::KIND)), |config| {
                 let used_by = R::users(config, name);
                 if !used_by.is_empty() {
                     return Err(ApiError::InUse {
@@ -112,7 +127,7 @@ impl ConfigService {
     }
 
     /// Creates or replaces every resource in `desired`, in one transaction.
-    pub async fn apply(&self, desired: Config) -> Result<ApplyResponse, ApiError> {
+    pub async fn apply(&self, desired: Config, by: &Principal) -> Result<ApplyResponse, ApiError> {
         let mut names = Vec::new();
         names.extend(
             desired
@@ -128,7 +143,7 @@ impl ConfigService {
         );
         names.extend(desired.routes.iter().map(|r| format!("route/{}", r.name)));
         let commit = self
-            .commit(move |config| {
+            .commit(&Author::new(by, "Apply"), move |config| {
                 upsert_all(config, desired.health_checks);
                 upsert_all(config, desired.upstreams);
                 upsert_all(config, desired.routes);
@@ -152,10 +167,10 @@ impl ConfigService {
 
     /// Makes a new version whose content equals version `to`. The whole config is replaced and
     /// validated again, so a version that no longer passes today's validation is refused.
-    pub async fn rollback(&self, to: u64) -> Result<ApplyResponse, ApiError> {
+    pub async fn rollback(&self, to: u64, by: &Principal) -> Result<ApplyResponse, ApiError> {
         let target = self.version(to).await?.config.unwrap_or_default();
         let commit = self
-            .commit(move |config| {
+            .commit(&Author::new(by, "Rollback"), move |config| {
                 *config = target;
                 Ok(())
             })
@@ -246,7 +261,12 @@ impl ConfigService {
         let secret = auth::generate_token();
         let token = self
             .store
-            .create_token(name, role, &auth::token_sha256(&secret), by)
+            .create_token(
+                name,
+                role,
+                &auth::token_sha256(&secret),
+                &Author::new(by, "CreateToken"),
+            )
             .await?;
         tracing::info!(token = %name, %role, by = %by.name, "token created");
         Ok(CreateTokenResponse {
@@ -260,18 +280,32 @@ impl ConfigService {
     }
 
     pub async fn revoke_token(&self, name: &str, by: &Principal) -> Result<(), ApiError> {
-        self.store.revoke_token(name).await?;
+        self.store
+            .revoke_token(name, &Author::new(by, "RevokeToken"))
+            .await?;
         tracing::info!(token = %name, by = %by.name, "token revoked");
         Ok(())
     }
 
+    /// Audit entries, newest first.
+    pub async fn audit(
+        &self,
+        page: &PageRequest,
+        actor: Option<&str>,
+    ) -> Result<Page<AuditEntry>, ApiError> {
+        self.store
+            .audit(page, actor.filter(|a| !a.is_empty()))
+            .await
+    }
+
     async fn commit(
         &self,
+        author: &Author,
         change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
     ) -> Result<Commit, ApiError> {
-        let commit = self.store.mutate(change).await?;
+        let commit = self.store.mutate(author, change).await?;
         if !commit.changes.is_empty() {
-            tracing::info!(version = commit.version, hash = %commit.hash, changes = ?commit.changes, "config committed");
+            tracing::info!(version = commit.version, hash = %commit.hash, actor = %author.actor, operation = %author.operation, changes = ?commit.changes, "config committed");
             // The commit is durable; a failed refresh is retried by the poller.
             if let Err(error) = self.snapshots.refresh().await {
                 tracing::warn!(%error, "publishing the new version failed; the poller will retry");
@@ -279,6 +313,16 @@ impl ConfigService {
         }
         Ok(commit)
     }
+}
+
+/// The API operation's name, the same on REST and gRPC: `CreateRoute`, `DeleteHealthCheck`.
+fn operation(verb: &str, kind: Kind) -> String {
+    let noun = match kind {
+        Kind::HealthCheck => "HealthCheck",
+        Kind::Upstream => "Upstream",
+        Kind::Route => "Route",
+    };
+    format!("{verb}{noun}")
 }
 
 fn upsert_all<R: Resource>(config: &mut Config, resources: Vec<R>) {

@@ -103,13 +103,14 @@ pub fn change_summary(changes: &[ConfigChange], shown: usize) -> String {
 }
 
 impl Row for ConfigVersion {
-    const HEADERS: &'static [&'static str] = &["VERSION", "CREATED", "CHANGES", "HASH"];
-    const NARROW: usize = 3;
+    const HEADERS: &'static [&'static str] = &["VERSION", "CREATED", "AUTHOR", "CHANGES", "HASH"];
+    const NARROW: usize = 4;
 
     fn cells(&self) -> Vec<String> {
         vec![
             self.version.to_string(),
             output::or_dash(self.created_at.clone()),
+            output::or_dash(self.author.clone()),
             change_summary(&self.changes, SHOWN_CHANGES),
             output::or_dash(self.hash.clone()),
         ]
@@ -159,8 +160,12 @@ mod tests {
             created_at: "2025-01-02T03:04:05Z".into(),
             changes: vec![change("create", "route", "a")],
             config: None,
+            author: "ci".into(),
         };
-        assert_eq!(v.cells(), ["7", "2025-01-02T03:04:05Z", "+route/a", "abc"]);
+        assert_eq!(
+            v.cells(),
+            ["7", "2025-01-02T03:04:05Z", "ci", "+route/a", "abc"]
+        );
     }
 
     #[test]

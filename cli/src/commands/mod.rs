@@ -3,6 +3,7 @@
 //! and the list/get/delete/create/replace verbs that every resource kind has ([`Crud`]).
 
 pub mod apply;
+pub mod audit;
 pub mod dataplane;
 pub mod diff;
 pub mod export;

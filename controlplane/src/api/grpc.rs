@@ -4,14 +4,16 @@ use gateway_proto::v1::admin_service_server::AdminService;
 use gateway_proto::v1::{
     ApplyRequest, ApplyResponse, ConfigVersion, CreateTokenRequest, CreateTokenResponse,
     DeleteRequest, DeleteResponse, GetRequest, GetStatusRequest, GetTrafficRequest,
-    GetVersionRequest, HealthCheckPolicy, ListDataPlanesResponse, ListHealthChecksResponse,
-    ListRequest, ListRoutesResponse, ListTokensResponse, ListUpstreamsResponse,
-    ListVersionsRequest, ListVersionsResponse, RevokeTokenRequest, RevokeTokenResponse,
-    RollbackRequest, Route, Status as ConfigStatus, Traffic, Upstream, UpstreamHealth,
+    GetVersionRequest, HealthCheckPolicy, ListAuditRequest, ListAuditResponse,
+    ListDataPlanesResponse, ListHealthChecksResponse, ListRequest, ListRoutesResponse,
+    ListTokensResponse, ListUpstreamsResponse, ListVersionsRequest, ListVersionsResponse,
+    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, Route, Status as ConfigStatus,
+    Traffic, Upstream, UpstreamHealth,
 };
 use tonic::{Request, Response, Status};
 
 use crate::api::auth::grpc_principal;
+use crate::page::PageRequest;
 use crate::service::ConfigService;
 
 pub struct AdminApi {
@@ -29,8 +31,9 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.create(request.into_inner()).await?.0,
+            self.service.create(request.into_inner(), &by).await?.0,
         ))
     }
     async fn get_upstream(&self, request: Request<GetRequest>) -> Reply<Upstream> {
@@ -44,21 +47,24 @@ impl AdminService for AdminApi {
         }))
     }
     async fn replace_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.replace(request.into_inner()).await?.0,
+            self.service.replace(request.into_inner(), &by).await?.0,
         ))
     }
     async fn delete_upstream(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let by = grpc_principal(&request)?;
         let version = self
             .service
-            .delete::<Upstream>(&request.into_inner().name)
+            .delete::<Upstream>(&request.into_inner().name, &by)
             .await?;
         Ok(Response::new(DeleteResponse { version }))
     }
 
     async fn create_route(&self, request: Request<Route>) -> Reply<Route> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.create(request.into_inner()).await?.0,
+            self.service.create(request.into_inner(), &by).await?.0,
         ))
     }
     async fn get_route(&self, request: Request<GetRequest>) -> Reply<Route> {
@@ -72,14 +78,16 @@ impl AdminService for AdminApi {
         }))
     }
     async fn replace_route(&self, request: Request<Route>) -> Reply<Route> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.replace(request.into_inner()).await?.0,
+            self.service.replace(request.into_inner(), &by).await?.0,
         ))
     }
     async fn delete_route(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let by = grpc_principal(&request)?;
         let version = self
             .service
-            .delete::<Route>(&request.into_inner().name)
+            .delete::<Route>(&request.into_inner().name, &by)
             .await?;
         Ok(Response::new(DeleteResponse { version }))
     }
@@ -88,8 +96,9 @@ impl AdminService for AdminApi {
         &self,
         request: Request<HealthCheckPolicy>,
     ) -> Reply<HealthCheckPolicy> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.create(request.into_inner()).await?.0,
+            self.service.create(request.into_inner(), &by).await?.0,
         ))
     }
     async fn get_health_check(&self, request: Request<GetRequest>) -> Reply<HealthCheckPolicy> {
@@ -106,21 +115,24 @@ impl AdminService for AdminApi {
         &self,
         request: Request<HealthCheckPolicy>,
     ) -> Reply<HealthCheckPolicy> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.replace(request.into_inner()).await?.0,
+            self.service.replace(request.into_inner(), &by).await?.0,
         ))
     }
     async fn delete_health_check(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let by = grpc_principal(&request)?;
         let version = self
             .service
-            .delete::<HealthCheckPolicy>(&request.into_inner().name)
+            .delete::<HealthCheckPolicy>(&request.into_inner().name, &by)
             .await?;
         Ok(Response::new(DeleteResponse { version }))
     }
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Reply<ApplyResponse> {
+        let by = grpc_principal(&request)?;
         let config = request.into_inner().config.unwrap_or_default();
-        Ok(Response::new(self.service.apply(config).await?))
+        Ok(Response::new(self.service.apply(config, &by).await?))
     }
 
     async fn list_data_planes(&self, _: Request<ListRequest>) -> Reply<ListDataPlanesResponse> {
@@ -148,8 +160,9 @@ impl AdminService for AdminApi {
     }
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Reply<ApplyResponse> {
+        let by = grpc_principal(&request)?;
         Ok(Response::new(
-            self.service.rollback(request.into_inner().to).await?,
+            self.service.rollback(request.into_inner().to, &by).await?,
         ))
     }
 
@@ -193,5 +206,15 @@ impl AdminService for AdminApi {
             .revoke_token(&request.into_inner().name, &principal)
             .await?;
         Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn list_audit(&self, request: Request<ListAuditRequest>) -> Reply<ListAuditResponse> {
+        let request = request.into_inner();
+        let page = PageRequest::new("audit", request.page_size, &request.page_token)?;
+        let page = self.service.audit(&page, Some(&request.actor)).await?;
+        Ok(Response::new(ListAuditResponse {
+            items: page.items,
+            next_page_token: page.next_page_token,
+        }))
     }
 }

@@ -2,7 +2,7 @@
 //! (RFC 9457) carrying the same reason codes as gRPC.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::api;
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
+use crate::page::{Page, PageRequest};
 use crate::service::{ConfigService, Referenced};
 use crate::store::Store;
 
@@ -68,6 +69,7 @@ pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Rout
         .route("/v1/versions", get(versions))
         .route("/v1/versions/{version}", get(version))
         .route("/v1/rollback", axum::routing::post(rollback))
+        .route("/v1/audit", get(audit))
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
         .layer(axum::middleware::from_fn_with_state(auth, api::auth::rest));
@@ -102,27 +104,30 @@ async fn fetch<R: Referenced>(
 
 async fn create<R: Referenced>(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     JsonBody(resource): JsonBody<R>,
 ) -> Result<Response, ApiError> {
-    let (stored, version) = state.service.create(resource).await?;
+    let (stored, version) = state.service.create(resource, &by).await?;
     Ok(written(StatusCode::CREATED, &stored, version))
 }
 
 async fn replace<R: Referenced>(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     Path(name): Path<String>,
     JsonBody(mut resource): JsonBody<R>,
 ) -> Result<Response, ApiError> {
     name_from_path(&mut resource, &name)?;
-    let (stored, version) = state.service.replace(resource).await?;
+    let (stored, version) = state.service.replace(resource, &by).await?;
     Ok(written(StatusCode::OK, &stored, version))
 }
 
 async fn delete<R: Referenced>(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let version = state.service.delete::<R>(&name).await?;
+    let version = state.service.delete::<R>(&name, &by).await?;
     Ok(written(
         StatusCode::OK,
         &json!({ "version": version }),
@@ -132,9 +137,10 @@ async fn delete<R: Referenced>(
 
 async fn apply(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     JsonBody(config): JsonBody<Config>,
 ) -> Result<Response, ApiError> {
-    let response = state.service.apply(config).await?;
+    let response = state.service.apply(config, &by).await?;
     let version = response.version;
     Ok(written(StatusCode::OK, &response, version))
 }
@@ -196,11 +202,41 @@ async fn version(
 
 async fn rollback(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     JsonBody(request): JsonBody<gateway_proto::v1::RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let response = state.service.rollback(request.to).await?;
+    let response = state.service.rollback(request.to, &by).await?;
     let version = response.version;
     Ok(written(StatusCode::OK, &response, version))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+    #[serde(default)]
+    actor: String,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let page = PageRequest::new("audit", query.page_size, &query.page_token)?;
+    let page = state.service.audit(&page, Some(&query.actor)).await?;
+    Ok(Json(list_body(page)).into_response())
+}
+
+/// `{"items": […], "next_page_token": "…"}`; the token is left out on the last page.
+fn list_body<T: serde::Serialize>(page: Page<T>) -> serde_json::Value {
+    let mut body = json!({ "items": page.items });
+    if !page.next_page_token.is_empty() {
+        body["next_page_token"] = json!(page.next_page_token);
+    }
+    body
 }
 
 async fn tokens(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -9,6 +9,7 @@
 //! - each version's full config is stored in `config_versions`, so every replica builds the same
 //!   snapshot for the same version.
 
+mod audit;
 mod backend;
 mod dataplanes;
 mod reports;
@@ -25,6 +26,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use sqlx::AnyPool;
 use sqlx::{Any, Row, Transaction};
 
+pub use audit::Author;
 pub use backend::{Backend, NOTIFY_CHANNEL, OpenError};
 pub use dataplanes::HEARTBEAT;
 
@@ -100,7 +102,7 @@ impl Store {
     /// The newest `limit` versions, newest first, without their configs.
     pub async fn versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, ApiError> {
         let rows = sqlx::query(
-            "SELECT version, hash, created_at_ms, changes FROM config_versions ORDER BY version DESC LIMIT $1",
+            "SELECT version, hash, created_at_ms, changes, author FROM config_versions ORDER BY version DESC LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -113,6 +115,7 @@ impl Store {
                     created_at: rfc3339(row.try_get(2)?),
                     changes: parse_spec(&row.try_get::<String, _>(3)?)?,
                     config: None,
+                    author: row.try_get(4)?,
                 })
             })
             .collect()
@@ -121,7 +124,7 @@ impl Store {
     /// One version with its whole config, if it exists.
     pub async fn version(&self, version: u64) -> Result<Option<ConfigVersion>, ApiError> {
         let row = sqlx::query(
-            "SELECT version, hash, created_at_ms, changes, config FROM config_versions WHERE version = $1",
+            "SELECT version, hash, created_at_ms, changes, config, author FROM config_versions WHERE version = $1",
         )
         .bind(to_i64(version))
         .fetch_optional(&self.pool)
@@ -133,6 +136,7 @@ impl Store {
             created_at: rfc3339(row.try_get(2)?),
             changes: parse_spec(&row.try_get::<String, _>(3)?)?,
             config: Some(parse_spec(&row.try_get::<String, _>(4)?)?),
+            author: row.try_get(5)?,
         }))
     }
 
@@ -159,9 +163,11 @@ impl Store {
     /// Applies `change` to the current config in one transaction: all or nothing.
     ///
     /// The closure sees the latest committed config (writers are serialized), may refuse with an
-    /// error, and the result is validated as a whole before any row is written.
+    /// error, and the result is validated as a whole before any row is written. The new version
+    /// names `author`, and the audit row of the change is written in the same transaction.
     pub async fn mutate(
         &self,
+        author: &Author,
         change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
     ) -> Result<Commit, ApiError> {
         let mut tx = self.pool.begin().await?;
@@ -197,16 +203,19 @@ impl Store {
             .map_err(|e| ApiError::Internal(format!("encoding config: {e}")))?;
         let changes_json = serde_json::to_string(&changes)
             .map_err(|e| ApiError::Internal(format!("encoding changes: {e}")))?;
+        let now = now_ms();
         sqlx::query(
-            "INSERT INTO config_versions (version, created_at_ms, hash, changes, config) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO config_versions (version, created_at_ms, hash, changes, config, author) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(to_i64(version))
-        .bind(now_ms())
+        .bind(now)
         .bind(&hash)
         .bind(changes_json)
         .bind(config_json)
+        .bind(&author.actor)
         .execute(&mut *tx)
         .await?;
+        audit::record(&mut tx, author, &changes, version, now).await?;
         self.backend.notify_in(&mut tx, version).await?;
         tx.commit().await?;
         Ok(Commit {

@@ -107,7 +107,15 @@ both_backends!(
     history_keeps_every_version,
     dataplanes_are_recorded,
     reports_replace_what_a_data_plane_said_before,
+    every_commit_has_its_audit_row_and_author,
 );
+
+fn author() -> Author {
+    Author {
+        actor: "tester".into(),
+        operation: "Test".into(),
+    }
+}
 
 /// A change that upserts one resource.
 fn add<R: Resource>(resource: R) -> impl FnOnce(&mut Config) -> Result<(), ApiError> {
@@ -143,8 +151,8 @@ fn route(name: &str, upstream: &str) -> Route {
 async fn versions_are_monotonic_and_start_at_zero(store: Store) {
     assert_eq!(store.head_version().await.unwrap(), 0);
     assert_eq!(store.latest().await.unwrap().version, 0);
-    let first = store.mutate(add(upstream("a"))).await.unwrap();
-    let second = store.mutate(add(upstream("b"))).await.unwrap();
+    let first = store.mutate(&author(), add(upstream("a"))).await.unwrap();
+    let second = store.mutate(&author(), add(upstream("b"))).await.unwrap();
     assert_eq!((first.version, second.version), (1, 2));
     let latest = store.latest().await.unwrap();
     assert_eq!(latest.version, 2);
@@ -156,7 +164,7 @@ async fn versions_are_monotonic_and_start_at_zero(store: Store) {
 
 async fn a_change_is_all_or_nothing(store: Store) {
     let error = store
-        .mutate(|c| {
+        .mutate(&author(), |c| {
             c.upstreams.push(upstream("ok"));
             c.routes.push(route("broken", "missing"));
             Ok(())
@@ -178,16 +186,16 @@ async fn a_change_is_all_or_nothing(store: Store) {
     );
 
     let refused = store
-        .mutate(|_| Err(ApiError::BadRequest("no".into())))
+        .mutate(&author(), |_| Err(ApiError::BadRequest("no".into())))
         .await;
     assert!(refused.is_err());
     assert_eq!(store.head_version().await.unwrap(), 0);
 }
 
 async fn an_identical_change_creates_no_version(store: Store) {
-    store.mutate(add(upstream("a"))).await.unwrap();
+    store.mutate(&author(), add(upstream("a"))).await.unwrap();
     let again = store
-        .mutate(|c| {
+        .mutate(&author(), |c| {
             c.upsert(upstream("a"));
             Ok(())
         })
@@ -200,7 +208,7 @@ async fn an_identical_change_creates_no_version(store: Store) {
 
 async fn references_are_enforced_by_keys(store: Store) {
     store
-        .mutate(|c| {
+        .mutate(&author(), |c| {
             c.health_checks.push(HealthCheckPolicy {
                 name: "hc".into(),
                 check: Some(gateway_proto::v1::health_check_policy::Check::Http(
@@ -238,9 +246,9 @@ async fn references_are_enforced_by_keys(store: Store) {
 }
 
 async fn deletes_are_stored(store: Store) {
-    store.mutate(add(upstream("a"))).await.unwrap();
+    store.mutate(&author(), add(upstream("a"))).await.unwrap();
     let commit = store
-        .mutate(|c| {
+        .mutate(&author(), |c| {
             c.upstreams.clear();
             Ok(())
         })
@@ -255,8 +263,8 @@ async fn deletes_are_stored(store: Store) {
 }
 
 async fn history_keeps_every_version(store: Store) {
-    store.mutate(add(upstream("a"))).await.unwrap();
-    store.mutate(add(upstream("b"))).await.unwrap();
+    store.mutate(&author(), add(upstream("a"))).await.unwrap();
+    store.mutate(&author(), add(upstream("b"))).await.unwrap();
     let history = store.versions(10).await.unwrap();
     let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
     assert_eq!(versions, vec![2, 1], "newest first");
@@ -388,4 +396,49 @@ async fn reports_replace_what_a_data_plane_said_before(store: Store) {
     store.record_traffic("dp-1", &report).await.unwrap();
     store.record_traffic("dp-1", &report).await.unwrap();
     assert_eq!(store.recent_traffic(60_000).await.unwrap().len(), 1);
+}
+
+async fn every_commit_has_its_audit_row_and_author(store: Store) {
+    use crate::page::PageRequest;
+    let alice = Author {
+        actor: "alice".into(),
+        operation: "CreateUpstream".into(),
+    };
+    let first = store.mutate(&alice, add(upstream("a"))).await.unwrap();
+    // Refused and identical changes leave no row.
+    store
+        .mutate(&author(), |_| Err(ApiError::BadRequest("no".into())))
+        .await
+        .unwrap_err();
+    store.mutate(&author(), add(upstream("a"))).await.unwrap();
+    let second = store.mutate(&author(), add(upstream("b"))).await.unwrap();
+
+    let audit = store
+        .audit(&PageRequest::first("audit", 10), None)
+        .await
+        .unwrap();
+    let rows: Vec<(&str, &str, u64)> = audit
+        .items
+        .iter()
+        .map(|e| (e.actor.as_str(), e.operation.as_str(), e.version))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("tester", "Test", second.version),
+            ("alice", "CreateUpstream", first.version)
+        ]
+    );
+    assert_eq!(audit.items[1].changes, first.changes);
+    let only_alice = store
+        .audit(&PageRequest::first("audit", 10), Some("alice"))
+        .await
+        .unwrap();
+    assert_eq!(only_alice.items.len(), 1);
+
+    let versions = store.versions(10).await.unwrap();
+    assert_eq!(versions[0].author, "tester");
+    assert_eq!(versions[1].author, "alice");
+    let version = store.version(first.version).await.unwrap().unwrap();
+    assert_eq!(version.author, "alice");
 }

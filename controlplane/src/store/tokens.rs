@@ -4,7 +4,8 @@ use gateway_proto::v1::Token;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, now_ms, rfc3339};
+use super::audit::{self, Author};
+use super::{CREATE, DELETE, Store, now_ms, rfc3339};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 
@@ -39,9 +40,10 @@ impl Store {
         name: &str,
         role: Role,
         sha256: &str,
-        created_by: &Principal,
+        author: &Author,
     ) -> Result<Token, ApiError> {
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "INSERT INTO tokens (name, role, token_sha256, created_at_ms, created_by) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
@@ -50,17 +52,19 @@ impl Store {
         .bind(role.as_str())
         .bind(sha256)
         .bind(now)
-        .bind(&created_by.name)
-        .execute(&self.pool)
+        .bind(&author.actor)
+        .execute(&mut *tx)
         .await?;
         if result.rows_affected() == 0 {
             return Err(ApiError::TokenExists(name.to_string()));
         }
+        audit::record(&mut tx, author, &[token_change(CREATE, name)], 0, now).await?;
+        tx.commit().await?;
         Ok(Token {
             name: name.to_string(),
             role: role.as_str().to_string(),
             created_at: rfc3339(now),
-            created_by: created_by.name.clone(),
+            created_by: author.actor.clone(),
         })
     }
 
@@ -72,15 +76,27 @@ impl Store {
         rows.iter().map(token_from_row).collect()
     }
 
-    pub async fn revoke_token(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn revoke_token(&self, name: &str, author: &Author) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query("DELETE FROM tokens WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if result.rows_affected() == 0 {
             return Err(ApiError::UnknownToken(name.to_string()));
         }
+        audit::record(&mut tx, author, &[token_change(DELETE, name)], 0, now_ms()).await?;
+        tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Tokens are not config resources; their audit rows name them as kind `token`.
+fn token_change(op: &str, name: &str) -> gateway_proto::v1::ConfigChange {
+    gateway_proto::v1::ConfigChange {
+        op: op.to_string(),
+        kind: "token".to_string(),
+        name: name.to_string(),
     }
 }
 

@@ -348,7 +348,12 @@ async fn start_up_rules() {
     let principal = crate::auth::Principal::anonymous();
     scratch
         .store
-        .create_token("ci", crate::auth::Role::Admin, "00", &principal)
+        .create_token(
+            "ci",
+            crate::auth::Role::Admin,
+            "00",
+            &crate::store::Author::new(&principal, "CreateToken"),
+        )
         .await
         .unwrap();
     Authenticator::configure(store(), settings("0.0.0.0:9090", None, false))

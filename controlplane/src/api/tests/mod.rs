@@ -1,6 +1,7 @@
 //! The admin APIs through real servers: each test starts the control plane as `main` does, on
 //! 127.0.0.1:0 and its own Postgres database, and talks to it over HTTP/1.1 and gRPC.
 
+mod audit;
 mod auth;
 
 use std::net::SocketAddr;
