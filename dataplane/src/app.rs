@@ -13,9 +13,9 @@ use gateway_proto::hash::config_hash;
 use gateway_proto::v1::{Config, FieldViolation, Snapshot};
 use gateway_proto::validate::validate_config;
 
-use crate::balance::BalanceCursors;
 use crate::cache::SnapshotCache;
 use crate::health::HealthChecks;
+use crate::state::CarriedState;
 use crate::table::{RouteTable, compile};
 
 /// Where the applied config came from.
@@ -58,7 +58,7 @@ impl ActiveConfig {
 pub struct Gateway {
     active: ArcSwapOption<ActiveConfig>,
     connected: AtomicBool,
-    cursors: BalanceCursors,
+    carried: CarriedState,
     health: HealthChecks,
 }
 
@@ -101,10 +101,10 @@ impl Gateway {
                 format!("compiling panicked: {e}"),
             )])
         })??;
-        table.adopt_cursors(&self.cursors);
+        self.carried.adopt(&mut table);
         // Probes of targets this table drops stop here, before the swap; the old table's
         // last requests may still pick those targets, on their last known health.
-        self.health.adopt(&mut table);
+        self.health.adopt(&table);
         let active = Arc::new(ActiveConfig {
             table,
             version: snapshot.version,

@@ -13,4 +13,5 @@ pub mod discovery_client;
 pub mod health;
 pub mod proxy;
 pub mod route;
+pub mod state;
 pub mod table;

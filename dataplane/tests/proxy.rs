@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_dataplane::app::{ConfigSource, Gateway};
 use gateway_dataplane::proxy::{self, Proxy};
-use gateway_proto::v1::{Config, Header, HeaderRewrite, HealthCheckPolicy, HttpHealthCheck};
+use gateway_proto::v1::{
+    Config, HashOn, Header, HeaderRewrite, HealthCheckPolicy, HttpHealthCheck, LoadBalancingPolicy,
+    hash_on,
+};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -64,7 +67,22 @@ impl Harness {
         path: &str,
         body: &str,
     ) -> (StatusCode, http::HeaderMap, Value) {
-        let request = Request::post(format!("http://{}{path}", self.address))
+        self.send_with(host, path, body, &[]).await
+    }
+
+    /// [`Harness::send`] with extra request headers.
+    async fn send_with(
+        &self,
+        host: &str,
+        path: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let mut request = Request::post(format!("http://{}{path}", self.address));
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .header("host", host)
             .header("x-forwarded-for", "203.0.113.9")
             .header("connection", "keep-alive, x-drop-me")
@@ -236,4 +254,74 @@ async fn unhealthy_targets_get_no_traffic_until_they_recover() {
     let mut seen = harness.backends(4).await;
     seen.sort();
     assert_eq!(seen, ["a", "a", "b", "b"]);
+}
+
+#[tokio::test]
+async fn consistent_hashing_keeps_each_key_on_one_target() {
+    let backends = [backend("a").await, backend("b").await, backend("c").await];
+    let addresses: Vec<String> = backends.iter().map(ToString::to_string).collect();
+    let harness = Harness::start().await;
+    for (version, policy) in [
+        (1, LoadBalancingPolicy::RingHash),
+        (2, LoadBalancingPolicy::Maglev),
+    ] {
+        let mut web = upstream("web", &addresses);
+        web.load_balancing = policy as i32;
+        web.hash_on = Some(HashOn {
+            source: Some(hash_on::Source::Header("x-user".into())),
+        });
+        harness
+            .apply(
+                version,
+                Config {
+                    upstreams: vec![web],
+                    routes: vec![route("web", &[], "/", "web")],
+                    health_checks: vec![],
+                },
+            )
+            .await;
+        let mut seen = std::collections::BTreeSet::new();
+        for user in 0..30 {
+            let user = format!("user-{user}");
+            let mut of_user = std::collections::BTreeSet::new();
+            for _ in 0..3 {
+                let (status, headers, _) =
+                    harness.send_with("h", "/", "", &[("x-user", &user)]).await;
+                assert_eq!(status, StatusCode::OK);
+                of_user.insert(headers["x-backend"].to_str().unwrap().to_string());
+            }
+            assert_eq!(of_user.len(), 1, "{policy:?}: {user} went to {of_user:?}");
+            seen.extend(of_user);
+        }
+        assert_eq!(seen.len(), 3, "{policy:?}: 30 keys reach every target");
+        // Without the key: a random pick, never an error.
+        let (status, _, _) = harness.send("h", "/", "").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn random_and_least_request_reach_every_target() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let harness = Harness::start().await;
+    for (version, policy) in [
+        (1, LoadBalancingPolicy::Random),
+        (2, LoadBalancingPolicy::LeastRequest),
+    ] {
+        let mut web = upstream("web", &[a.to_string(), b.to_string()]);
+        web.load_balancing = policy as i32;
+        harness
+            .apply(
+                version,
+                Config {
+                    upstreams: vec![web],
+                    routes: vec![route("web", &[], "/", "web")],
+                    health_checks: vec![],
+                },
+            )
+            .await;
+        let seen: std::collections::BTreeSet<String> =
+            harness.backends(40).await.into_iter().collect();
+        assert_eq!(seen.len(), 2, "{policy:?}");
+    }
 }

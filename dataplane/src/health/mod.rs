@@ -1,17 +1,16 @@
 //! Active health checking: which targets may receive traffic.
 //!
 //! Each target of an upstream with a health-check policy is probed by its own task (see
-//! [`probe`]). A probe writes one `AtomicBool` that the target in the table reads; the proxy
-//! never waits on a probe. Targets start healthy, so a new upstream serves at once.
+//! [`probe`]). A probe writes the target's carried [`TargetState`], which the table's target
+//! shares; the proxy never waits on a probe. Targets start healthy, so a new upstream serves at
+//! once.
 //!
-//! [`HealthChecks`] lives outside the tables, like the round-robin cursors: when a new table keeps
-//! an (upstream, target, policy) it keeps that target's health and its probe; probes of targets
-//! that are gone are stopped.
+//! [`HealthChecks`] lives outside the tables: when a new table keeps an (upstream, target,
+//! policy) it keeps that target's probe; probes of targets that are gone are stopped.
 
 mod probe;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -44,13 +43,6 @@ impl HealthPolicy {
     }
 }
 
-/// A target's health, shared by the table that routes to it and the task that probes it.
-pub type HealthFlag = Arc<AtomicBool>;
-
-pub fn healthy_flag() -> HealthFlag {
-    Arc::new(AtomicBool::new(true))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ProbeKey {
     upstream: String,
@@ -60,7 +52,6 @@ struct ProbeKey {
 
 #[derive(Debug)]
 struct Probe {
-    healthy: HealthFlag,
     task: JoinHandle<()>,
 }
 
@@ -71,32 +62,33 @@ pub struct HealthChecks {
 }
 
 impl HealthChecks {
-    /// Gives the table's checked targets their health flags, starting probes for new targets
-    /// and stopping those of targets no longer in it. Must run inside a Tokio runtime.
-    pub fn adopt(&self, table: &mut RouteTable) {
+    /// Starts probes for the table's newly checked targets and stops those of targets no longer
+    /// checked. Runs after the table has adopted its carried state (the probes write it), and
+    /// inside a Tokio runtime.
+    pub fn adopt(&self, table: &RouteTable) {
         let mut probes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
         let mut kept = HashMap::with_capacity(probes.len());
-        for upstream in table.upstreams_mut() {
+        for upstream in table.upstreams() {
             let Some(policy) = upstream.health_check.clone() else {
+                // No longer checked: whatever the last probe found no longer holds.
+                for target in &upstream.targets {
+                    target.state.set_passing_checks(true);
+                }
                 continue;
             };
-            for target in &mut upstream.targets {
+            for target in &upstream.targets {
                 let key = ProbeKey {
                     upstream: upstream.name.clone(),
                     address: target.address.clone(),
                     policy: policy.clone(),
                 };
-                let probe = probes.remove(&key).unwrap_or_else(|| {
-                    let healthy = healthy_flag();
-                    let task = tokio::spawn(probe::run(
-                        key.upstream.clone(),
+                let probe = probes.remove(&key).unwrap_or_else(|| Probe {
+                    task: tokio::spawn(probe::run(
                         target.authority.clone(),
                         policy.clone(),
-                        Arc::clone(&healthy),
-                    ));
-                    Probe { healthy, task }
+                        Arc::clone(&target.state),
+                    )),
                 });
-                target.healthy = Arc::clone(&probe.healthy);
                 kept.insert(key, probe);
             }
         }

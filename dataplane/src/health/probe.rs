@@ -1,7 +1,7 @@
 //! One target's probe loop: `GET <path>` every interval; `healthy_threshold` successes in a row
 //! make it healthy, `unhealthy_threshold` failures in a row make it unhealthy.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
@@ -11,9 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{HealthFlag, HealthPolicy};
+use super::HealthPolicy;
+use crate::state::TargetState;
 
-pub async fn run(upstream: String, target: Authority, policy: HealthPolicy, healthy: HealthFlag) {
+pub async fn run(target: Authority, policy: HealthPolicy, state: Arc<TargetState>) {
+    let upstream = &state.upstream;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(policy.timeout));
     connector.set_nodelay(true);
@@ -36,19 +38,19 @@ pub async fn run(upstream: String, target: Authority, policy: HealthPolicy, heal
     loop {
         ticks.tick().await;
         let outcome = check(&client, &uri, &target, &policy).await;
-        let was_healthy = healthy.load(Ordering::Relaxed);
+        let was_healthy = state.is_passing_checks();
         match outcome {
             Ok(()) => {
                 (successes, failures) = (successes.saturating_add(1), 0);
                 if !was_healthy && successes >= policy.healthy_threshold {
-                    healthy.store(true, Ordering::Relaxed);
+                    state.set_passing_checks(true);
                     tracing::info!(%upstream, target = %target, health_check = %policy.name, "target is healthy");
                 }
             }
             Err(cause) => {
                 (successes, failures) = (0, failures.saturating_add(1));
                 if was_healthy && failures >= policy.unhealthy_threshold {
-                    healthy.store(false, Ordering::Relaxed);
+                    state.set_passing_checks(false);
                     tracing::warn!(%upstream, target = %target, health_check = %policy.name, %cause, "target is unhealthy");
                 }
             }

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 proxy: the request path.
 //!
 //! Life of a request: load the applied config once (it stays for the whole request) → normalize
-//! the host and find the route → pick a target by weighted round robin → rewrite headers →
+//! the host and find the route → pick a target with the upstream's balancer → rewrite headers →
 //! send with the pooled client, waiting at most the route's timeout for response headers →
 //! stream the response back. Bodies are streamed both ways, never buffered. Every failure is a
 //! [`ProxyError`] and becomes a response in [`ProxyError::into_response`].
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::app::Gateway;
 use crate::route::normalize_host;
-use crate::table::{RouteEntry, Target, UpstreamPool};
+use crate::table::{RouteEntry, Target, Tried, UpstreamPool};
 
 pub use client::UpstreamClients;
 pub use error::{ProxyError, Side, json_response};
@@ -82,11 +82,17 @@ impl Proxy {
                 path: path.to_string(),
             });
         };
-        let target = upstream
-            .next_target()
-            .ok_or_else(|| ProxyError::NoTargets {
-                upstream: upstream.name.clone(),
-            })?;
+        let key = upstream
+            .hash_key
+            .as_ref()
+            .and_then(|key| key.hash(request.uri(), request.headers(), client.ip()));
+        let (_, target) =
+            upstream
+                .pick(key, &Tried::default())
+                .ok_or_else(|| ProxyError::NoTargets {
+                    upstream: upstream.name.clone(),
+                })?;
+        let _in_flight = target.state.start_request();
 
         let upstream_request = upstream_request(request, client, route, target)?;
         let client = self.clients.get(upstream.connect_timeout);

@@ -5,10 +5,11 @@
 //! reports every problem at once so that a NACK lists them all.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_proto::kind::{Kind, resource_ref};
-use gateway_proto::v1::{self, Config, FieldViolation, route_match};
+use gateway_proto::v1::{self, Config, FieldViolation, LoadBalancingPolicy, hash_on, route_match};
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
@@ -16,9 +17,10 @@ use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, HeaderEdits, RouteEntry, RouteTable, Target,
     UpstreamPool,
 };
-use crate::balance::RoundRobin;
-use crate::health::{HealthPolicy, healthy_flag};
+use crate::balance::{Balancer, HashKey, Policy, Weighted};
+use crate::health::HealthPolicy;
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
+use crate::state::{TargetState, UpstreamState};
 
 /// Builds the runtime table for `config`, or returns every reason it cannot.
 pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
@@ -165,7 +167,7 @@ fn upstream(
                 address: target.address.clone(),
                 authority,
                 weight: target.weight,
-                healthy: healthy_flag(),
+                state: Arc::new(TargetState::new(&upstream.name, &target.address)),
             }),
             _ => {
                 at.push(
@@ -179,13 +181,71 @@ fn upstream(
     if targets.is_empty() && upstream.targets.is_empty() {
         at.push("targets", "at least one target is required");
     }
-    let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+    let policy = balancing_policy(upstream, &mut at);
+    let hash_key = if policy.is_hashing() {
+        hash_key(upstream, &mut at)
+    } else {
+        None
+    };
+    let weighted: Vec<Weighted<'_>> = targets
+        .iter()
+        .map(|t| Weighted {
+            address: &t.address,
+            weight: t.weight,
+        })
+        .collect();
     UpstreamPool {
         name: upstream.name.clone(),
         connect_timeout: millis_or(upstream.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
         health_check,
-        balancer: RoundRobin::new(&weights),
+        balancer: Balancer::new(policy, &weighted),
+        hash_key,
+        state: Arc::new(UpstreamState::default()),
         targets,
+    }
+}
+
+fn balancing_policy(upstream: &v1::Upstream, at: &mut At<'_>) -> Policy {
+    match LoadBalancingPolicy::try_from(upstream.load_balancing) {
+        Ok(LoadBalancingPolicy::Unspecified | LoadBalancingPolicy::RoundRobin) => {
+            Policy::RoundRobin
+        }
+        Ok(LoadBalancingPolicy::Random) => Policy::Random,
+        Ok(LoadBalancingPolicy::LeastRequest) => Policy::LeastRequest,
+        Ok(LoadBalancingPolicy::RingHash) => Policy::RingHash,
+        Ok(LoadBalancingPolicy::Maglev) => Policy::Maglev,
+        Err(_) => {
+            at.push(
+                "load_balancing",
+                format!("{} is not a known policy", upstream.load_balancing),
+            );
+            Policy::RoundRobin
+        }
+    }
+}
+
+fn hash_key(upstream: &v1::Upstream, at: &mut At<'_>) -> Option<HashKey> {
+    match upstream.hash_on.as_ref().and_then(|h| h.source.as_ref()) {
+        Some(hash_on::Source::Header(name)) => match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => Some(HashKey::Header(name)),
+            Err(_) => {
+                at.push(
+                    "hash_on.header",
+                    format!("{name:?} is not a valid header name"),
+                );
+                None
+            }
+        },
+        Some(hash_on::Source::Cookie(name)) => Some(HashKey::Cookie(name.as_str().into())),
+        Some(hash_on::Source::ClientIp(true)) => Some(HashKey::ClientIp),
+        Some(hash_on::Source::Path(true)) => Some(HashKey::Path),
+        Some(hash_on::Source::ClientIp(false) | hash_on::Source::Path(false)) | None => {
+            at.push(
+                "hash_on",
+                "ring-hash and maglev need hash_on (header, cookie, client_ip or path)",
+            );
+            None
+        }
     }
 }
 

@@ -5,14 +5,16 @@
 
 mod compile;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::balance::{BalanceCursors, RoundRobin};
-use crate::health::{HealthFlag, HealthPolicy};
+use crate::balance::{Balancer, Candidates, HashKey};
+use crate::health::HealthPolicy;
 use crate::route::RouteMatcher;
+use crate::state::{TargetState, UpstreamState};
 
 pub use compile::compile;
 
@@ -47,7 +49,7 @@ pub struct HeaderEdits {
     pub remove: Vec<HeaderName>,
 }
 
-/// An upstream's targets and how to take turns among them.
+/// An upstream's targets and how to choose among them.
 #[derive(Debug)]
 pub struct UpstreamPool {
     pub name: String,
@@ -55,7 +57,11 @@ pub struct UpstreamPool {
     pub connect_timeout: Duration,
     /// Active health checking, if the upstream names a policy.
     pub health_check: Option<HealthPolicy>,
-    balancer: RoundRobin,
+    pub(crate) balancer: Balancer,
+    /// What consistent hashing hashes; `None` for the other policies.
+    pub hash_key: Option<HashKey>,
+    /// Carried from table to table (see [`crate::state`]).
+    pub(crate) state: Arc<UpstreamState>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,13 +70,36 @@ pub struct Target {
     pub address: String,
     pub authority: Authority,
     pub weight: u32,
-    /// Written by the target's health probe; always true without one.
-    pub healthy: HealthFlag,
+    /// Health and load, carried from table to table (see [`crate::state`]).
+    pub state: Arc<TargetState>,
 }
 
 impl Target {
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    /// Healthy and not ejected.
+    pub fn is_usable(&self) -> bool {
+        self.state.is_usable()
+    }
+}
+
+/// The targets a request has tried, by index; retries prefer the others.
+#[derive(Debug, Default, Clone)]
+pub struct Tried {
+    /// Up to 64 targets are told apart exactly; beyond, indexes share bits, which at worst
+    /// makes a retry avoid a target it has not tried.
+    bits: u64,
+}
+
+impl Tried {
+    pub fn insert(&mut self, index: usize) {
+        self.bits |= 1 << (index % 64);
+    }
+
+    pub fn contains(&self, index: usize) -> bool {
+        self.bits & (1 << (index % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits == 0
     }
 }
 
@@ -98,13 +127,8 @@ impl RouteTable {
         self.health_checks.iter().map(String::as_str)
     }
 
-    /// Carries round-robin positions over from earlier tables (see [`BalanceCursors`]).
-    pub fn adopt_cursors(&mut self, cursors: &BalanceCursors) {
-        cursors.adopt(
-            self.upstreams
-                .iter_mut()
-                .map(|u| (u.name.as_str(), &mut u.balancer)),
-        );
+    pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamPool> {
+        self.upstreams.iter()
     }
 
     pub(crate) fn upstreams_mut(&mut self) -> impl Iterator<Item = &mut UpstreamPool> {
@@ -113,16 +137,46 @@ impl RouteTable {
 }
 
 impl UpstreamPool {
-    /// The next healthy target in weighted round-robin order; `None` when none is healthy.
-    ///
-    /// When the turn falls on an unhealthy target, the next healthy one in list order takes it:
-    /// one atomic increment per request whatever the health of the pool.
-    pub fn next_target(&self) -> Option<&Target> {
-        let turn = self.balancer.next()?;
-        let count = self.targets.len();
-        (0..count)
-            .map(|offset| &self.targets[(turn + offset) % count])
-            .find(|target| target.is_healthy())
+    /// A usable target for a request with hash `key`: one it has not tried if there is one,
+    /// else one it has. `None` when no target is usable.
+    pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<(usize, &Target)> {
+        let fresh = View {
+            targets: &self.targets,
+            tried,
+            avoid_tried: true,
+        };
+        let index = self.balancer.pick(&fresh, key).or_else(|| {
+            if tried.is_empty() {
+                return None;
+            }
+            let again = View {
+                avoid_tried: false,
+                ..fresh
+            };
+            self.balancer.pick(&again, key)
+        })?;
+        Some((index, &self.targets[index]))
+    }
+}
+
+/// The pool's targets as one pick sees them.
+struct View<'a> {
+    targets: &'a [Target],
+    tried: &'a Tried,
+    avoid_tried: bool,
+}
+
+impl Candidates for View<'_> {
+    fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    fn usable(&self, index: usize) -> bool {
+        self.targets[index].is_usable() && !(self.avoid_tried && self.tried.contains(index))
+    }
+
+    fn in_flight(&self, index: usize) -> u64 {
+        self.targets[index].state.in_flight()
     }
 }
 

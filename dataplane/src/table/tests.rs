@@ -1,6 +1,6 @@
 use gateway_proto::v1::{
-    Config, Header, HeaderRewrite, Route, RouteMatch, Target as WireTarget, Upstream,
-    route_match::Path,
+    Config, HashOn, Header, HeaderRewrite, LoadBalancingPolicy, Route, RouteMatch,
+    Target as WireTarget, Upstream, hash_on, route_match::Path,
 };
 use http::Method;
 
@@ -63,9 +63,7 @@ fn compiled_table_routes_to_upstreams_with_defaults_and_edits() {
     assert_eq!(route.request_headers.remove[0], "x-debug");
     assert_eq!(upstream.name, "api");
     assert_eq!(upstream.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-    let picks: Vec<&str> = (0..4)
-        .map(|_| upstream.next_target().unwrap().address.as_str())
-        .collect();
+    let picks: Vec<&str> = (0..4).map(|_| next(upstream)).collect();
     assert_eq!(
         picks,
         ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]
@@ -113,36 +111,104 @@ fn empty_config_compiles_to_an_empty_table() {
     assert!(table.find("h", "/", &Method::GET).is_none());
 }
 
+/// The next target without a request key or earlier tries.
+fn next(pool: &UpstreamPool) -> &str {
+    pool.pick(None, &Tried::default())
+        .unwrap()
+        .1
+        .address
+        .as_str()
+}
+
 #[test]
 fn round_robin_position_survives_an_unrelated_change() {
-    let cursors = crate::balance::BalanceCursors::default();
+    let carried = crate::state::CarriedState::default();
     let mut first = compile(&sample()).unwrap();
-    first.adopt_cursors(&cursors);
+    carried.adopt(&mut first);
     let (_, api) = first.find("api.example.com", "/", &Method::GET).unwrap();
-    assert_eq!(api.next_target().unwrap().address, "10.0.0.1:80");
+    assert_eq!(next(api), "10.0.0.1:80");
 
     let mut changed = sample();
     changed.routes[1].priority = 5;
     let mut second = compile(&changed).unwrap();
-    second.adopt_cursors(&cursors);
+    carried.adopt(&mut second);
     let (_, api) = second.find("api.example.com", "/", &Method::GET).unwrap();
-    assert_eq!(api.next_target().unwrap().address, "10.0.0.2:80");
+    assert_eq!(next(api), "10.0.0.2:80");
+    assert!(
+        Arc::ptr_eq(&api.targets[0].state, &first.upstreams[0].targets[0].state),
+        "a kept target keeps its state"
+    );
 }
 
 #[test]
-fn unhealthy_targets_are_skipped_and_none_healthy_means_none() {
+fn unusable_targets_are_skipped_and_none_usable_means_none() {
     let table = compile(&sample()).unwrap();
     let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
-    api.targets[0]
-        .healthy
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+    api.targets[0].state.set_passing_checks(false);
     for _ in 0..4 {
-        assert_eq!(api.next_target().unwrap().address, "10.0.0.2:80");
+        assert_eq!(next(api), "10.0.0.2:80");
     }
-    api.targets[1]
-        .healthy
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-    assert!(api.next_target().is_none());
+    api.targets[1].state.set_passing_checks(false);
+    assert!(api.pick(None, &Tried::default()).is_none());
+}
+
+#[test]
+fn a_retry_avoids_tried_targets_while_others_are_usable() {
+    let mut config = sample();
+    config.upstreams[0].targets.push(WireTarget {
+        address: "10.0.0.3:80".into(),
+        weight: 1,
+    });
+    for policy in [
+        LoadBalancingPolicy::RoundRobin,
+        LoadBalancingPolicy::Random,
+        LoadBalancingPolicy::LeastRequest,
+        LoadBalancingPolicy::RingHash,
+        LoadBalancingPolicy::Maglev,
+    ] {
+        config.upstreams[0].load_balancing = policy as i32;
+        config.upstreams[0].hash_on = matches!(
+            policy,
+            LoadBalancingPolicy::RingHash | LoadBalancingPolicy::Maglev
+        )
+        .then(|| HashOn {
+            source: Some(hash_on::Source::Path(true)),
+        });
+        let table = compile(&config).unwrap();
+        let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
+        for key in [None, Some(42)] {
+            let mut tried = Tried::default();
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let (index, _) = api.pick(key, &tried).unwrap();
+                tried.insert(index);
+                seen.push(index);
+            }
+            seen.sort();
+            assert_eq!(seen, [0, 1, 2], "{policy:?}: each try a new target");
+            assert!(api.pick(key, &tried).is_some(), "then tried ones again");
+        }
+    }
+}
+
+#[test]
+fn hashing_policies_compile_with_their_key() {
+    let mut config = sample();
+    config.upstreams[0].load_balancing = LoadBalancingPolicy::Maglev as i32;
+    config.upstreams[0].hash_on = Some(HashOn {
+        source: Some(hash_on::Source::Cookie("session".into())),
+    });
+    let table = compile(&config).unwrap();
+    let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
+    assert_eq!(api.balancer.policy(), crate::balance::Policy::Maglev);
+    assert_eq!(
+        api.hash_key,
+        Some(crate::balance::HashKey::Cookie("session".into()))
+    );
+
+    config.upstreams[0].hash_on = None;
+    let errors = compile(&config).unwrap_err();
+    assert_eq!(errors[0].field, "hash_on");
 }
 
 #[test]

@@ -1,16 +1,18 @@
-//! Weighted round robin over an upstream's targets, lock-free.
+//! Smooth weighted round robin, lock-free.
 //!
 //! A [`Schedule`] is computed once per config (pure, part of the table): the smooth weighted
 //! round-robin sequence (nginx's algorithm, so weights 5:1:1 give `a a b a c a a`, not
 //! `a a a a a b c`) when it is small, otherwise a cumulative-weight table. Picking a target is
-//! one atomic increment of a cursor.
+//! one atomic increment of a cursor; when the turn falls on an unusable target, the next usable
+//! one in list order takes it.
 //!
-//! Cursors live outside the table, in [`BalanceCursors`], keyed by upstream name: a config change
-//! that leaves an upstream alone does not send its traffic back to the first target.
+//! The cursor is shared with the upstream's carried state, so a config change that leaves an
+//! upstream alone does not send its traffic back to the first target.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use super::Candidates;
 
 /// Beyond this many steps × targets the smooth sequence costs too much to precompute.
 const MAX_SMOOTH_WORK: u64 = 1 << 18;
@@ -98,40 +100,24 @@ impl RoundRobin {
         }
     }
 
-    /// Index of the next target.
+    /// Index of the next target in turn, usable or not.
     pub fn next(&self) -> Option<usize> {
         self.schedule
             .pick(self.cursor.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The target whose turn it is, or the next usable one after it.
+    pub fn pick(&self, candidates: &impl Candidates) -> Option<usize> {
+        let turn = self.next()?;
+        super::scan(candidates, turn)
+    }
+
+    pub(super) fn cursor_mut(&mut self) -> &mut Arc<AtomicUsize> {
+        &mut self.cursor
+    }
+
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
-    }
-}
-
-/// Round-robin cursors that outlive tables, by upstream name.
-#[derive(Debug, Default)]
-pub struct BalanceCursors {
-    cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
-}
-
-impl BalanceCursors {
-    /// Gives each balancer the cursor its upstream had before, and forgets removed upstreams.
-    /// Runs once per applied config, never on the request path.
-    pub fn adopt<'a>(&self, balancers: impl IntoIterator<Item = (&'a str, &'a mut RoundRobin)>) {
-        let mut cursors = self
-            .cursors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut kept = HashMap::with_capacity(cursors.len());
-        for (name, balancer) in balancers {
-            let cursor = cursors
-                .remove(name)
-                .unwrap_or_else(|| balancer.cursor.clone());
-            balancer.cursor = cursor.clone();
-            kept.insert(name.to_string(), cursor);
-        }
-        *cursors = kept;
     }
 }
 
@@ -184,23 +170,5 @@ mod tests {
     #[test]
     fn no_targets_pick_nothing() {
         assert_eq!(RoundRobin::new(&[]).next(), None);
-    }
-
-    #[test]
-    fn cursors_survive_a_new_table() {
-        let cursors = BalanceCursors::default();
-        let mut first = RoundRobin::new(&[1, 1]);
-        cursors.adopt([("web", &mut first)]);
-        assert_eq!(first.next(), Some(0));
-
-        let mut second = RoundRobin::new(&[1, 1]);
-        let mut other = RoundRobin::new(&[1]);
-        cursors.adopt([("web", &mut second), ("other", &mut other)]);
-        assert_eq!(second.next(), Some(1), "the cursor carried over");
-
-        let mut third = RoundRobin::new(&[1, 1]);
-        cursors.adopt([("other", &mut other)]);
-        cursors.adopt([("web", &mut third)]);
-        assert_eq!(third.next(), Some(0), "a removed upstream starts afresh");
     }
 }
