@@ -76,6 +76,11 @@ impl Gateway {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// State kept across tables: target health for the reports.
+    pub fn carried(&self) -> &CarriedState {
+        &self.carried
+    }
+
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
     }

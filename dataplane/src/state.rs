@@ -7,16 +7,23 @@
 //! position. Identities the new table drops are forgotten.
 //!
 //! The request path only reads and bumps atomics in these structures; the registry's lock is
-//! taken once per applied config and by the reporters, never per request.
+//! taken once per applied config and by the reporters, a target's own lock only on a health
+//! transition — never per request.
+//!
+//! Every health transition wakes [`CarriedState::changes`], which the health reporter waits on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
 
 use crate::table::RouteTable;
 
 /// Bits of [`TargetState::unusable`].
 const FAILING_CHECKS: u8 = 1;
+const EJECTED: u8 = 2;
 
 /// One target's live state.
 #[derive(Debug)]
@@ -26,16 +33,89 @@ pub struct TargetState {
     /// Zero when the target may take requests; otherwise why not, as bits. One load per pick.
     unusable: AtomicU8,
     in_flight: AtomicU64,
+    /// The last transition; held while `unusable` changes so the two agree.
+    transition: Mutex<Transition>,
+    changes: Arc<Notify>,
+}
+
+#[derive(Debug, Clone)]
+struct Transition {
+    reason: String,
+    since: SystemTime,
+}
+
+/// A target's health as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthStatus {
+    pub passing_checks: bool,
+    pub ejected: bool,
+    /// Why it is in this state.
+    pub reason: String,
+    /// When it entered it.
+    pub since: SystemTime,
 }
 
 impl TargetState {
+    /// A state nothing reports on: for tables that are never put in service.
     pub fn new(upstream: &str, address: &str) -> TargetState {
+        TargetState::reporting_to(upstream, address, Arc::default())
+    }
+
+    fn reporting_to(upstream: &str, address: &str, changes: Arc<Notify>) -> TargetState {
         TargetState {
             upstream: upstream.into(),
             address: address.into(),
             unusable: AtomicU8::new(0),
             in_flight: AtomicU64::new(0),
+            transition: Mutex::new(Transition {
+                reason: "added".into(),
+                since: SystemTime::now(),
+            }),
+            changes,
         }
+    }
+
+    /// The health as reported: verdicts, and the reason and time of the last transition.
+    pub fn health(&self) -> HealthStatus {
+        let transition = self.transition();
+        let unusable = self.unusable.load(Ordering::Relaxed);
+        HealthStatus {
+            passing_checks: unusable & FAILING_CHECKS == 0,
+            ejected: unusable & EJECTED != 0,
+            reason: transition.reason.clone(),
+            since: transition.since,
+        }
+    }
+
+    /// Records the verdict of active health checking; returns whether it changed.
+    pub fn record_check(&self, passing: bool, reason: &str) -> bool {
+        self.set(FAILING_CHECKS, !passing, reason)
+    }
+
+    /// Sets or clears `bit`; on a change records why and when, and tells the reporter.
+    fn set(&self, bit: u8, on: bool, reason: &str) -> bool {
+        let mut transition = self.transition();
+        let previous = if on {
+            self.unusable.fetch_or(bit, Ordering::Relaxed)
+        } else {
+            self.unusable.fetch_and(!bit, Ordering::Relaxed)
+        };
+        let changed = (previous & bit != 0) != on;
+        if changed {
+            *transition = Transition {
+                reason: reason.to_string(),
+                since: SystemTime::now(),
+            };
+            drop(transition);
+            self.changes.notify_one();
+        }
+        changed
+    }
+
+    fn transition(&self) -> MutexGuard<'_, Transition> {
+        self.transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Healthy and not ejected.
@@ -46,16 +126,6 @@ impl TargetState {
     /// Passing active health checks (or not checked).
     pub fn is_passing_checks(&self) -> bool {
         self.unusable.load(Ordering::Relaxed) & FAILING_CHECKS == 0
-    }
-
-    /// Records the verdict of active health checking; returns whether it changed.
-    pub fn set_passing_checks(&self, passing: bool) -> bool {
-        let previous = if passing {
-            self.unusable.fetch_and(!FAILING_CHECKS, Ordering::Relaxed)
-        } else {
-            self.unusable.fetch_or(FAILING_CHECKS, Ordering::Relaxed)
-        };
-        (previous & FAILING_CHECKS == 0) != passing
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -96,12 +166,20 @@ pub struct UpstreamState {
 #[derive(Debug, Default)]
 pub struct CarriedState {
     inner: Mutex<Registry>,
+    changes: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
 struct Registry {
-    targets: HashMap<(Box<str>, Box<str>), Arc<TargetState>>,
+    targets: HashMap<(Box<str>, Box<str>), Watched>,
     upstreams: HashMap<Box<str>, Arc<UpstreamState>>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    state: Arc<TargetState>,
+    /// Health checked or outlier-detected, so reported.
+    watched: bool,
 }
 
 impl CarriedState {
@@ -120,23 +198,44 @@ impl CarriedState {
             }
             pool.state = Arc::clone(&upstream);
             kept.upstreams.insert(pool.name.as_str().into(), upstream);
+            let watched = pool.is_watched();
             for target in &mut pool.targets {
                 let key: (Box<str>, Box<str>) =
                     (pool.name.as_str().into(), target.address.as_str().into());
-                let state = registry
-                    .targets
-                    .remove(&key)
-                    .unwrap_or_else(|| Arc::clone(&target.state));
+                let state = match registry.targets.remove(&key) {
+                    Some(kept) => kept.state,
+                    None => Arc::new(TargetState::reporting_to(
+                        &pool.name,
+                        &target.address,
+                        Arc::clone(&self.changes),
+                    )),
+                };
                 target.state = Arc::clone(&state);
-                kept.targets.insert(key, state);
+                kept.targets.insert(key, Watched { state, watched });
             }
         }
         *registry = kept;
+        drop(registry);
+        // The set of reported targets may have changed.
+        self.changes.notify_one();
     }
 
-    /// Every registered target's state.
-    pub fn targets(&self) -> Vec<Arc<TargetState>> {
+    /// The state of every target under health checking or outlier detection, by upstream and
+    /// address.
+    pub fn watched_targets(&self) -> Vec<Arc<TargetState>> {
         let registry = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        registry.targets.values().cloned().collect()
+        let mut targets: Vec<Arc<TargetState>> = registry
+            .targets
+            .values()
+            .filter(|t| t.watched)
+            .map(|t| Arc::clone(&t.state))
+            .collect();
+        targets.sort_by(|a, b| (&a.upstream, &a.address).cmp(&(&b.upstream, &b.address)));
+        targets
+    }
+
+    /// Woken on every health transition and every applied config.
+    pub fn changes(&self) -> Arc<Notify> {
+        Arc::clone(&self.changes)
     }
 }

@@ -4,100 +4,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use gateway_dataplane::app::{ConfigSource, Gateway};
-use gateway_dataplane::proxy::{self, Proxy};
-use gateway_proto::v1::{
-    Config, HashOn, Header, HeaderRewrite, HealthCheckPolicy, HttpHealthCheck, LoadBalancingPolicy,
-    hash_on,
-};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
-use support::{backend, backend_with_health, closed_address, route, snapshot, upstream};
-use tokio::net::TcpListener;
-
-struct Harness {
-    gateway: Arc<Gateway>,
-    address: SocketAddr,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let gateway = Gateway::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(proxy::serve(listener, Proxy::new(gateway.clone()), stopped));
-        Harness {
-            gateway,
-            address,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            _stop: stop,
-        }
-    }
-
-    async fn apply(&self, version: u64, config: Config) {
-        self.gateway
-            .apply(snapshot(version, config), ConfigSource::ControlPlane)
-            .await
-            .unwrap();
-    }
-
-    /// Which backends `n` requests reach, in order.
-    async fn backends(&self, n: usize) -> Vec<String> {
-        let mut seen = Vec::new();
-        for _ in 0..n {
-            let (_, headers, _) = self.send("h", "/", "").await;
-            seen.push(headers["x-backend"].to_str().unwrap().to_string());
-        }
-        seen
-    }
-
-    async fn send(
-        &self,
-        host: &str,
-        path: &str,
-        body: &str,
-    ) -> (StatusCode, http::HeaderMap, Value) {
-        self.send_with(host, path, body, &[]).await
-    }
-
-    /// [`Harness::send`] with extra request headers.
-    async fn send_with(
-        &self,
-        host: &str,
-        path: &str,
-        body: &str,
-        extra: &[(&str, &str)],
-    ) -> (StatusCode, http::HeaderMap, Value) {
-        let mut request = Request::post(format!("http://{}{path}", self.address));
-        for (name, value) in extra {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .header("host", host)
-            .header("x-forwarded-for", "203.0.113.9")
-            .header("connection", "keep-alive, x-drop-me")
-            .header("x-drop-me", "1")
-            .header("x-debug", "1")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = self.client.request(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        (status, headers, json)
-    }
-}
+use gateway_proto::v1::{Config, HashOn, Header, HeaderRewrite, LoadBalancingPolicy, hash_on};
+use http::StatusCode;
+use support::{Harness, backend, closed_address, route, upstream};
 
 #[tokio::test]
 async fn forwards_with_forwarding_headers_edits_and_round_robin() {
@@ -210,50 +121,6 @@ async fn a_new_table_takes_effect_for_the_next_request() {
     harness.apply(2, config(b)).await;
     let (_, headers, _) = harness.send("h", "/", "").await;
     assert_eq!(headers["x-backend"], "b");
-}
-
-#[tokio::test]
-async fn unhealthy_targets_get_no_traffic_until_they_recover() {
-    let (a, _) = backend_with_health("a").await;
-    let (b, b_health) = backend_with_health("b").await;
-    b_health.store(500, std::sync::atomic::Ordering::Relaxed);
-    let harness = Harness::start().await;
-    let mut web = upstream("web", &[a.to_string(), b.to_string()]);
-    web.health_check = "hc".into();
-    let config = Config {
-        upstreams: vec![web],
-        routes: vec![route("web", &[], "/", "web")],
-        health_checks: vec![HealthCheckPolicy {
-            name: "hc".into(),
-            check: Some(gateway_proto::v1::health_check_policy::Check::Http(
-                HttpHealthCheck {
-                    path: "/healthz".into(),
-                    ..Default::default()
-                },
-            )),
-            interval_ms: 50,
-            timeout_ms: 50,
-            healthy_threshold: 1,
-            unhealthy_threshold: 1,
-            ..Default::default()
-        }],
-    };
-    harness.apply(1, config.clone()).await;
-
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(harness.backends(4).await, ["a", "a", "a", "a"]);
-
-    // An unrelated change keeps b's health (and its probe).
-    let mut changed = config.clone();
-    changed.routes[0].priority = 1;
-    harness.apply(2, changed).await;
-    assert_eq!(harness.backends(4).await, ["a", "a", "a", "a"]);
-
-    b_health.store(200, std::sync::atomic::Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut seen = harness.backends(4).await;
-    seen.sort();
-    assert_eq!(seen, ["a", "a", "b", "b"]);
 }
 
 #[tokio::test]

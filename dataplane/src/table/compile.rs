@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_proto::kind::{Kind, resource_ref};
-use gateway_proto::v1::{self, Config, FieldViolation, LoadBalancingPolicy, hash_on, route_match};
+use gateway_proto::v1::{
+    self, Config, FieldViolation, LoadBalancingPolicy, hash_on, health_check_policy, route_match,
+};
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
@@ -18,7 +20,7 @@ use super::{
     UpstreamPool,
 };
 use crate::balance::{Balancer, HashKey, Policy, Weighted};
-use crate::health::HealthPolicy;
+use crate::health::{Check, DEFAULT_JITTER_PERCENT, HealthPolicy, HttpCheck};
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
 use crate::state::{TargetState, UpstreamState};
 
@@ -113,22 +115,56 @@ fn health_policy(
     policy: &v1::HealthCheckPolicy,
     errors: &mut Vec<FieldViolation>,
 ) -> Option<HealthPolicy> {
-    let http = match &policy.check {
-        Some(v1::health_check_policy::Check::Http(http)) => http,
-        _ => {
-            At::new(Kind::HealthCheck, &policy.name, errors)
-                .push("check", "this data plane runs HTTP checks only");
+    let mut at = At::new(Kind::HealthCheck, &policy.name, errors);
+    let check = match &policy.check {
+        Some(health_check_policy::Check::Http(http)) => Check::Http(http_check(http, &mut at)?),
+        Some(health_check_policy::Check::Tcp(_)) => Check::Tcp,
+        Some(health_check_policy::Check::Grpc(grpc)) => Check::Grpc {
+            service: grpc.service.clone(),
+        },
+        None => {
+            at.push("check", "one of http, tcp or grpc is required");
             return None;
         }
     };
-    let status = |code: u32| u16::try_from(code).unwrap_or(u16::MAX);
     Some(HealthPolicy {
         name: policy.name.clone(),
-        path: http.path.clone(),
+        check,
         interval: Duration::from_millis(u64::from(policy.interval_ms.max(1))),
         timeout: Duration::from_millis(u64::from(policy.timeout_ms.max(1))),
         healthy_threshold: policy.healthy_threshold.max(1),
         unhealthy_threshold: policy.unhealthy_threshold.max(1),
+        jitter_percent: match policy.jitter_percent {
+            0 => DEFAULT_JITTER_PERCENT,
+            percent => percent.min(100),
+        },
+    })
+}
+
+fn http_check(http: &v1::HttpHealthCheck, at: &mut At<'_>) -> Option<HttpCheck> {
+    let method = if http.method.is_empty() {
+        Method::GET
+    } else {
+        match Method::from_bytes(http.method.as_bytes()) {
+            Ok(method) => method,
+            Err(_) => {
+                at.push(
+                    "http.method",
+                    format!("{:?} is not a method name", http.method),
+                );
+                return None;
+            }
+        }
+    };
+    if http.path.parse::<http::uri::PathAndQuery>().is_err() {
+        at.push("http.path", format!("{:?} is not a valid path", http.path));
+        return None;
+    }
+    let status = |code: u32| u16::try_from(code).unwrap_or(u16::MAX);
+    Some(HttpCheck {
+        method,
+        path: http.path.clone(),
+        host: (!http.host.is_empty()).then(|| http.host.clone()),
         expected_statuses: http
             .expected_statuses
             .iter()

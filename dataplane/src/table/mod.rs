@@ -137,6 +137,11 @@ impl RouteTable {
 }
 
 impl UpstreamPool {
+    /// Whether its targets' health is watched (and so reported).
+    pub fn is_watched(&self) -> bool {
+        self.health_check.is_some()
+    }
+
     /// A usable target for a request with hash `key`: one it has not tried if there is one,
     /// else one it has. `None` when no target is usable.
     pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<(usize, &Target)> {

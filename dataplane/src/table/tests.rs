@@ -1,5 +1,5 @@
 use gateway_proto::v1::{
-    Config, HashOn, Header, HeaderRewrite, LoadBalancingPolicy, Route, RouteMatch,
+    Config, HashOn, Header, HeaderRewrite, HttpHealthCheck, LoadBalancingPolicy, Route, RouteMatch,
     Target as WireTarget, Upstream, hash_on, route_match::Path,
 };
 use http::Method;
@@ -144,11 +144,11 @@ fn round_robin_position_survives_an_unrelated_change() {
 fn unusable_targets_are_skipped_and_none_usable_means_none() {
     let table = compile(&sample()).unwrap();
     let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
-    api.targets[0].state.set_passing_checks(false);
+    api.targets[0].state.record_check(false, "status 500");
     for _ in 0..4 {
         assert_eq!(next(api), "10.0.0.2:80");
     }
-    api.targets[1].state.set_passing_checks(false);
+    api.targets[1].state.record_check(false, "timeout");
     assert!(api.pick(None, &Tried::default()).is_none());
 }
 
@@ -212,19 +212,66 @@ fn hashing_policies_compile_with_their_key() {
 }
 
 #[test]
-fn health_policy_statuses_default_to_2xx_and_3xx() {
-    let mut policy = crate::health::HealthPolicy {
-        name: "hc".into(),
-        path: "/healthz".into(),
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        healthy_threshold: 1,
-        unhealthy_threshold: 1,
-        expected_statuses: vec![],
+fn health_check_policies_compile_with_defaults() {
+    use crate::health::{Check, HttpCheck};
+    use gateway_proto::v1::{
+        GrpcHealthCheck, HealthCheckPolicy, TcpHealthCheck, health_check_policy,
     };
-    assert!(policy.is_healthy_status(200) && policy.is_healthy_status(399));
-    assert!(!policy.is_healthy_status(404) && !policy.is_healthy_status(199));
-    policy.expected_statuses = vec![(204, 204), (500, 503)];
-    assert!(policy.is_healthy_status(204) && policy.is_healthy_status(502));
-    assert!(!policy.is_healthy_status(200));
+
+    let policy = |name: &str, check| HealthCheckPolicy {
+        name: name.into(),
+        check: Some(check),
+        interval_ms: 1000,
+        timeout_ms: 200,
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
+        ..Default::default()
+    };
+    let mut config = sample();
+    config.health_checks = vec![
+        policy(
+            "http",
+            health_check_policy::Check::Http(HttpHealthCheck {
+                path: "/healthz".into(),
+                ..Default::default()
+            }),
+        ),
+        policy("tcp", health_check_policy::Check::Tcp(TcpHealthCheck {})),
+        policy(
+            "grpc",
+            health_check_policy::Check::Grpc(GrpcHealthCheck {
+                service: "api.v1.Items".into(),
+            }),
+        ),
+    ];
+    let mut checks = Vec::new();
+    for name in ["http", "tcp", "grpc"] {
+        config.upstreams[0].health_check = name.into();
+        let table = compile(&config).unwrap();
+        let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
+        let policy = api.health_check.clone().unwrap();
+        assert_eq!(policy.interval, Duration::from_secs(1));
+        assert_eq!(policy.timeout, Duration::from_millis(200));
+        assert_eq!(
+            (policy.healthy_threshold, policy.unhealthy_threshold),
+            (2, 3)
+        );
+        assert_eq!(policy.jitter_percent, 10, "0 means 10");
+        checks.push(policy.check);
+    }
+    assert_eq!(
+        checks,
+        [
+            Check::Http(HttpCheck {
+                method: Method::GET,
+                path: "/healthz".into(),
+                host: None,
+                expected_statuses: vec![],
+            }),
+            Check::Tcp,
+            Check::Grpc {
+                service: "api.v1.Items".into()
+            },
+        ]
+    );
 }
