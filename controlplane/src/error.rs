@@ -26,6 +26,10 @@ pub enum ApiError {
     TokenExists(String),
     #[error("token {0:?} not found")]
     UnknownToken(String),
+    /// An ETag precondition (If-Match, If-None-Match, `etag`) did not hold: REST 412, gRPC
+    /// ABORTED. Nothing was written.
+    #[error("{resource}: precondition failed: {reason}")]
+    PreconditionFailed { resource: String, reason: String },
     #[error("{0}")]
     BadRequest(String),
     /// No valid token: REST 401, gRPC UNAUTHENTICATED.
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
             ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::InUse { .. } => "FAILED_PRECONDITION",
+            ApiError::PreconditionFailed { .. } => "ABORTED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -99,25 +104,46 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<ApiError> for tonic::Status {
-    fn from(error: ApiError) -> Self {
-        let message = error.to_string();
-        match error {
-            ApiError::Invalid(_) | ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => {
-                tonic::Status::invalid_argument(message)
-            }
-            ApiError::NotFound { .. }
-            | ApiError::UnknownDataPlane(_)
-            | ApiError::UnknownVersion(_)
-            | ApiError::UnknownToken(_) => tonic::Status::not_found(message),
-            ApiError::AlreadyExists { .. } | ApiError::TokenExists(_) => {
-                tonic::Status::already_exists(message)
-            }
-            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
-            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
-            ApiError::InUse { .. } => tonic::Status::failed_precondition(message),
-            ApiError::Unavailable(_) => tonic::Status::unavailable(message),
-            ApiError::Internal(_) => tonic::Status::internal(message),
+impl ApiError {
+    /// The gRPC status code; its name is [`ApiError::reason`].
+    pub fn code(&self) -> tonic::Code {
+        match self.reason() {
+            "INVALID_ARGUMENT" => tonic::Code::InvalidArgument,
+            "NOT_FOUND" => tonic::Code::NotFound,
+            "ALREADY_EXISTS" => tonic::Code::AlreadyExists,
+            "FAILED_PRECONDITION" => tonic::Code::FailedPrecondition,
+            "ABORTED" => tonic::Code::Aborted,
+            "UNAUTHENTICATED" => tonic::Code::Unauthenticated,
+            "PERMISSION_DENIED" => tonic::Code::PermissionDenied,
+            "UNAVAILABLE" => tonic::Code::Unavailable,
+            _ => tonic::Code::Internal,
         }
     }
 }
+
+/// The status carries the reason as `google.rpc.ErrorInfo` and every field-level problem as a
+/// `google.rpc.BadRequest` violation (`field` is `<kind>/<name>.<field path>`), the gRPC
+/// counterparts of problem+json's `reason` and `errors`.
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            error.reason(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        for v in error.violations() {
+            let field = match (v.resource.is_empty(), v.field.is_empty()) {
+                (true, _) => v.field.clone(),
+                (false, true) => v.resource.clone(),
+                (false, false) => format!("{}.{}", v.resource, v.field),
+            };
+            details.add_bad_request_violation(field, v.reason.clone());
+        }
+        tonic::Status::with_error_details(error.code(), error.to_string(), details)
+    }
+}
+
+/// `google.rpc.ErrorInfo.domain` of every error this API returns.
+const ERROR_DOMAIN: &str = "gateway.v1";

@@ -11,6 +11,7 @@ mod service;
 mod snapshot;
 mod store;
 mod traffic;
+mod write;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

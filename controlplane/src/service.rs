@@ -1,6 +1,8 @@
 //! The service layer: every admin operation, once, for both the REST and the gRPC adapters.
 
-use gateway_proto::kind::{Kind, Resource};
+use std::collections::BTreeMap;
+
+use gateway_proto::kind::{Kind, Resource, resource_ref};
 use gateway_proto::v1::{
     ApplyResponse, AuditEntry, Config, ConfigVersion, CreateTokenResponse, DataPlane,
     FieldViolation, HealthCheckPolicy, Route, Status, Token, Traffic, Upstream, UpstreamHealth,
@@ -10,8 +12,42 @@ use crate::auth::{self, Principal, Role};
 use crate::error::ApiError;
 use crate::page::{Page, PageRequest};
 use crate::snapshot::Snapshots;
-use crate::store::{Author, CREATE, Commit, Store, StoredResource};
+use crate::store::{Author, CREATE, Commit, DELETE, Store, StoredResource, has_labels};
 use crate::traffic::{self, TRAFFIC_MAX_AGE_MS};
+use crate::write::{WriteMode, WriteOptions, etag, merge_patch};
+
+/// The outcome of a single-resource write.
+#[derive(Debug)]
+pub struct Written<R> {
+    /// As stored, or as it would be stored by a dry run.
+    pub resource: R,
+    pub etag: String,
+    /// The version the write produced (or would produce); the current one when nothing changed.
+    pub version: u64,
+    pub created: bool,
+    pub changed: bool,
+}
+
+impl<R: StoredResource> Written<R> {
+    fn new(resource: R, created: bool, commit: &Commit) -> Self {
+        Written {
+            etag: etag(&resource),
+            resource,
+            version: commit.version,
+            created,
+            changed: !commit.changes.is_empty(),
+        }
+    }
+}
+
+/// How [`ConfigService::apply`] treats what the files do not name.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    pub validate_only: bool,
+    pub prune: bool,
+    /// Labels a resource must carry to be pruned; empty prunes everything not applied.
+    pub selector: BTreeMap<String, String>,
+}
 
 #[derive(Clone)]
 pub struct ConfigService {
@@ -56,78 +92,157 @@ impl ConfigService {
         ConfigService { store, snapshots }
     }
 
-    pub async fn get<R: StoredResource>(&self, name: &str) -> Result<R, ApiError> {
-        self.store.get(name).await
+    /// A resource and its ETag.
+    pub async fn get<R: StoredResource>(&self, name: &str) -> Result<(R, String), ApiError> {
+        let resource: R = self.store.get(name).await?;
+        let tag = etag(&resource);
+        Ok((resource, tag))
     }
 
-    pub async fn list<R: StoredResource>(&self) -> Result<Vec<R>, ApiError> {
-        self.store.list().await
+    pub async fn list<R: StoredResource>(
+        &self,
+        page: &PageRequest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Page<R>, ApiError> {
+        self.store.list(page, labels).await
     }
 
-    pub async fn create<R: StoredResource>(
+    /// Creates, replaces or upserts one resource, if `options.precondition` holds in the
+    /// transaction that writes it.
+    pub async fn write<R: Referenced>(
         &self,
         resource: R,
+        mode: WriteMode,
+        options: &WriteOptions,
         by: &Principal,
-    ) -> Result<(R, u64), ApiError> {
+    ) -> Result<Written<R>, ApiError> {
+        let verb = match mode {
+            WriteMode::Create => "Create",
+            WriteMode::Replace => "Replace",
+            WriteMode::Upsert => "Upsert",
+        };
+        let name = resource.name().to_string();
         let stored = resource.clone();
+        let mut created = false;
         let commit = self
             .commit(
-                &Author::new(by, operation("Create", R::KIND)),
-                move |config| {
-                    if config.get::<R>(resource.name()).is_some() {
-                        return Err(ApiError::AlreadyExists {
-                            kind: R::KIND,
-                            name: resource.name().to_string(),
-                        });
+                &Author::new(by, operation(verb, R::KIND)),
+                options.validate_only,
+                |config| {
+                    let current = config.get::<R>(&name);
+                    options
+                        .precondition
+                        .check(R::KIND, &name, current.map(etag).as_deref())?;
+                    match (mode, current) {
+                        (WriteMode::Create, Some(_)) => {
+                            return Err(ApiError::AlreadyExists {
+                                kind: R::KIND,
+                                name: name.clone(),
+                            });
+                        }
+                        (WriteMode::Replace, None) => {
+                            return Err(ApiError::not_found(R::KIND, &name));
+                        }
+                        _ => {}
                     }
+                    created = current.is_none();
                     config.upsert(resource);
                     Ok(())
                 },
             )
             .await?;
-        Ok((stored, commit.version))
+        Ok(Written::new(stored, created, &commit))
     }
 
-    pub async fn replace<R: StoredResource>(
+    /// Applies an RFC 7396 merge patch to the stored resource, in the transaction that writes
+    /// it: concurrent patches never undo each other.
+    pub async fn patch<R: Referenced>(
         &self,
-        resource: R,
+        name: &str,
+        patch: &serde_json::Value,
+        options: &WriteOptions,
         by: &Principal,
-    ) -> Result<(R, u64), ApiError> {
-        let stored = resource.clone();
-        let author = Author::new(by, operation("Replace", R::KIND));
+    ) -> Result<Written<R>, ApiError> {
+        if !patch.is_object() {
+            return Err(ApiError::BadRequest(
+                "a merge patch must be a JSON object".into(),
+            ));
+        }
+        let mut patched: Option<R> = None;
         let commit = self
-            .commit(&author, move |config| {
-                match config.upsert(resource.clone()) {
-                    Some(_) => Ok(()),
-                    None => Err(ApiError::not_found(R::KIND, resource.name())),
-                }
-            })
+            .commit(
+                &Author::new(by, operation("Patch", R::KIND)),
+                options.validate_only,
+                |config| {
+                    let current = config
+                        .get::<R>(name)
+                        .ok_or_else(|| ApiError::not_found(R::KIND, name))?;
+                    options
+                        .precondition
+                        .check(R::KIND, name, Some(&etag(current)))?;
+                    let mut value = serde_json::to_value(current)
+                        .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", R::KIND)))?;
+                    merge_patch(&mut value, patch);
+                    if value.get("name").and_then(|n| n.as_str()) != Some(name) {
+                        return Err(ApiError::BadRequest(format!(
+                            "name: a patch cannot rename {}",
+                            resource_ref(R::KIND, name)
+                        )));
+                    }
+                    let resource: R = serde_json::from_value(value).map_err(|e| {
+                        ApiError::BadRequest(format!("the patched resource is not valid: {e}"))
+                    })?;
+                    patched = Some(resource.clone());
+                    config.upsert(resource);
+                    Ok(())
+                },
+            )
             .await?;
-        Ok((stored, commit.version))
+        let resource = patched.ok_or_else(|| ApiError::Internal("patch not applied".into()))?;
+        Ok(Written::new(resource, false, &commit))
     }
 
-    pub async fn delete<R: Referenced>(&self, name: &str, by: &Principal) -> Result<u64, ApiError> {
+    pub async fn delete<R: Referenced>(
+        &self,
+        name: &str,
+        options: &WriteOptions,
+        by: &Principal,
+    ) -> Result<u64, ApiError> {
         let commit = self
-            .commit(&Author::new(by, operation("Delete", R::KIND)), |config| {
-                let used_by = R::users(config, name);
-                if !used_by.is_empty() {
-                    return Err(ApiError::InUse {
-                        kind: R::KIND,
-                        name: name.to_string(),
-                        used_by,
-                    });
-                }
-                config
-                    .remove::<R>(name)
-                    .map(|_| ())
-                    .ok_or_else(|| ApiError::not_found(R::KIND, name))
-            })
+            .commit(
+                &Author::new(by, operation("Delete", R::KIND)),
+                options.validate_only,
+                |config| {
+                    let current = config.get::<R>(name);
+                    options
+                        .precondition
+                        .check(R::KIND, name, current.map(etag).as_deref())?;
+                    let used_by = R::users(config, name);
+                    if !used_by.is_empty() {
+                        return Err(ApiError::InUse {
+                            kind: R::KIND,
+                            name: name.to_string(),
+                            used_by,
+                        });
+                    }
+                    config
+                        .remove::<R>(name)
+                        .map(|_| ())
+                        .ok_or_else(|| ApiError::not_found(R::KIND, name))
+                },
+            )
             .await?;
         Ok(commit.version)
     }
 
-    /// Creates or replaces every resource in `desired`, in one transaction.
-    pub async fn apply(&self, desired: Config, by: &Principal) -> Result<ApplyResponse, ApiError> {
+    /// Creates or replaces every resource in `desired`, in one transaction; with `prune`, also
+    /// deletes every resource absent from `desired` that carries the selector's labels.
+    pub async fn apply(
+        &self,
+        desired: Config,
+        options: &ApplyOptions,
+        by: &Principal,
+    ) -> Result<ApplyResponse, ApiError> {
         let mut names = Vec::new();
         names.extend(
             desired
@@ -142,20 +257,29 @@ impl ConfigService {
                 .map(|r| format!("upstream/{}", r.name)),
         );
         names.extend(desired.routes.iter().map(|r| format!("route/{}", r.name)));
+        let prune = options.prune.then_some(&options.selector);
         let commit = self
-            .commit(&Author::new(by, "Apply"), move |config| {
-                upsert_all(config, desired.health_checks);
-                upsert_all(config, desired.upstreams);
-                upsert_all(config, desired.routes);
-                Ok(())
-            })
+            .commit(
+                &Author::new(by, "Apply"),
+                options.validate_only,
+                move |config| {
+                    if let Some(selector) = prune {
+                        prune_absent::<Route>(config, &desired, selector);
+                        prune_absent::<Upstream>(config, &desired, selector);
+                        prune_absent::<HealthCheckPolicy>(config, &desired, selector);
+                    }
+                    upsert_all(config, desired.health_checks);
+                    upsert_all(config, desired.upstreams);
+                    upsert_all(config, desired.routes);
+                    Ok(())
+                },
+            )
             .await?;
         Ok(apply_response(&commit, names))
     }
 
-    pub async fn versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, ApiError> {
-        let limit = if limit == 0 { 50 } else { limit.min(1000) };
-        self.store.versions(limit).await
+    pub async fn versions(&self, page: &PageRequest) -> Result<Page<ConfigVersion>, ApiError> {
+        self.store.versions(page).await
     }
 
     pub async fn version(&self, version: u64) -> Result<ConfigVersion, ApiError> {
@@ -167,10 +291,15 @@ impl ConfigService {
 
     /// Makes a new version whose content equals version `to`. The whole config is replaced and
     /// validated again, so a version that no longer passes today's validation is refused.
-    pub async fn rollback(&self, to: u64, by: &Principal) -> Result<ApplyResponse, ApiError> {
+    pub async fn rollback(
+        &self,
+        to: u64,
+        validate_only: bool,
+        by: &Principal,
+    ) -> Result<ApplyResponse, ApiError> {
         let target = self.version(to).await?.config.unwrap_or_default();
         let commit = self
-            .commit(&Author::new(by, "Rollback"), move |config| {
+            .commit(&Author::new(by, "Rollback"), validate_only, move |config| {
                 *config = target;
                 Ok(())
             })
@@ -221,6 +350,18 @@ impl ConfigService {
 
     pub async fn dataplanes(&self) -> Result<Vec<DataPlane>, ApiError> {
         self.store.dataplanes().await
+    }
+
+    /// A page of data planes in node-id order, only those carrying every label in `labels`.
+    pub async fn dataplanes_page(
+        &self,
+        page: &PageRequest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Page<DataPlane>, ApiError> {
+        let mut all = self.dataplanes().await?;
+        all.retain(|d| has_labels(&d.labels, labels));
+        all.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(page_of(all, page, |d| d.node_id.clone()))
     }
 
     pub async fn status(&self) -> Result<Status, ApiError> {
@@ -275,8 +416,9 @@ impl ConfigService {
         })
     }
 
-    pub async fn tokens(&self) -> Result<Vec<Token>, ApiError> {
-        self.store.tokens().await
+    pub async fn tokens(&self, page: &PageRequest) -> Result<Page<Token>, ApiError> {
+        let tokens = self.store.tokens().await?;
+        Ok(page_of(tokens, page, |t| t.name.clone()))
     }
 
     pub async fn revoke_token(&self, name: &str, by: &Principal) -> Result<(), ApiError> {
@@ -298,11 +440,16 @@ impl ConfigService {
             .await
     }
 
+    /// Commits `change`, or with `validate_only` checks it and reports what it would do.
     async fn commit(
         &self,
         author: &Author,
+        validate_only: bool,
         change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
     ) -> Result<Commit, ApiError> {
+        if validate_only {
+            return self.store.dry_run(author, change).await;
+        }
         let commit = self.store.mutate(author, change).await?;
         if !commit.changes.is_empty() {
             tracing::info!(version = commit.version, hash = %commit.hash, actor = %author.actor, operation = %author.operation, changes = ?commit.changes, "config committed");
@@ -325,14 +472,39 @@ fn operation(verb: &str, kind: Kind) -> String {
     format!("{verb}{noun}")
 }
 
+/// Removes every resource of kind `R` that `desired` does not name and that carries `selector`.
+fn prune_absent<R: StoredResource>(
+    config: &mut Config,
+    desired: &Config,
+    selector: &BTreeMap<String, String>,
+) {
+    R::list_mut(config)
+        .retain(|r| desired.get::<R>(r.name()).is_some() || !has_labels(r.labels(), selector));
+}
+
+/// Pages through a list already sorted by `cursor`.
+fn page_of<T>(items: Vec<T>, page: &PageRequest, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let fetch = usize::try_from(page.fetch()).unwrap_or(usize::MAX);
+    let items: Vec<T> = items
+        .into_iter()
+        .filter(|item| {
+            page.after
+                .as_ref()
+                .is_none_or(|after| cursor(item) > *after)
+        })
+        .take(fetch)
+        .collect();
+    page.finish(items, cursor)
+}
+
 fn upsert_all<R: Resource>(config: &mut Config, resources: Vec<R>) {
     for resource in resources {
         config.upsert(resource);
     }
 }
 
-/// Sorts a commit's changes into created and updated (deletes count as updates of the config);
-/// every `requested` resource that did not change is reported unchanged.
+/// Sorts a commit's changes into created, updated and deleted (by prune); every `requested`
+/// resource that did not change is reported unchanged.
 fn apply_response(commit: &Commit, requested: Vec<String>) -> ApplyResponse {
     let mut response = ApplyResponse {
         version: commit.version,
@@ -340,10 +512,10 @@ fn apply_response(commit: &Commit, requested: Vec<String>) -> ApplyResponse {
     };
     for change in &commit.changes {
         let name = format!("{}/{}", change.kind, change.name);
-        if change.op == CREATE {
-            response.created.push(name);
-        } else {
-            response.updated.push(name);
+        match change.op.as_str() {
+            CREATE => response.created.push(name),
+            DELETE => response.deleted.push(name),
+            _ => response.updated.push(name),
         }
     }
     response.unchanged = requested

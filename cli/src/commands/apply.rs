@@ -88,6 +88,7 @@ pub async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
     let response = client
         .apply(ApplyRequest {
             config: Some(config),
+            ..Default::default()
         })
         .await
         .map_err(|s| ctx.rpc_error(s))?

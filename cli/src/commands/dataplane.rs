@@ -20,12 +20,24 @@ pub enum DataPlaneCommand {
 
 pub async fn run(ctx: &Context, command: DataPlaneCommand) -> anyhow::Result<()> {
     let mut client = ctx.client().await?;
-    let mut items = client
-        .list_data_planes(ListRequest {})
-        .await
-        .map_err(|s| ctx.rpc_error(s))?
-        .into_inner()
-        .items;
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_data_planes(ListRequest {
+                page_size: super::PAGE_SIZE,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| ctx.rpc_error(s))?
+            .into_inner();
+        items.extend(page.items);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     items.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     match command {
         DataPlaneCommand::List => output::rows(ctx.format, &items, "data planes"),

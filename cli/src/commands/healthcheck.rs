@@ -125,12 +125,12 @@ impl Managed for HealthCheckPolicy {
     async fn replace(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {
         Ok(client.replace_health_check(item).await?.into_inner())
     }
-    async fn list_all(client: &mut Client) -> Result<Vec<Self>, tonic::Status> {
-        Ok(client
-            .list_health_checks(ListRequest {})
-            .await?
-            .into_inner()
-            .items)
+    async fn list_page(
+        client: &mut Client,
+        request: ListRequest,
+    ) -> Result<(Vec<Self>, String), tonic::Status> {
+        let page = client.list_health_checks(request).await?.into_inner();
+        Ok((page.items, page.next_page_token))
     }
     async fn get(client: &mut Client, name: String) -> Result<Self, tonic::Status> {
         Ok(client
@@ -139,7 +139,12 @@ impl Managed for HealthCheckPolicy {
             .into_inner())
     }
     async fn delete(client: &mut Client, name: String) -> Result<u64, tonic::Status> {
-        let response = client.delete_health_check(DeleteRequest { name }).await?;
+        let response = client
+            .delete_health_check(DeleteRequest {
+                name,
+                ..Default::default()
+            })
+            .await?;
         Ok(response.into_inner().version)
     }
 }

@@ -19,9 +19,9 @@ const SHOWN_CHANGES: usize = 10;
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Show at most this many versions, newest first [default: the control plane's, 50]
-    #[arg(long, value_name = "N")]
-    limit: Option<u32>,
+    /// Show at most this many versions, newest first (at most 1000)
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: u32,
 }
 
 #[derive(Debug, Args)]
@@ -35,7 +35,8 @@ pub async fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<()> {
     let mut client = ctx.client().await?;
     let items = client
         .list_versions(ListVersionsRequest {
-            limit: args.limit.unwrap_or(0),
+            limit: args.limit,
+            ..Default::default()
         })
         .await
         .map_err(|s| ctx.rpc_error(s))?
@@ -47,7 +48,10 @@ pub async fn history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<()> {
 pub async fn rollback(ctx: &Context, args: RollbackArgs) -> anyhow::Result<()> {
     let mut client = ctx.client().await?;
     let response = client
-        .rollback(RollbackRequest { to: args.to })
+        .rollback(RollbackRequest {
+            to: args.to,
+            ..Default::default()
+        })
         .await
         .map_err(|s| ctx.rpc_error(s))?
         .into_inner();
@@ -175,6 +179,7 @@ mod tests {
             created: vec!["route/a".into()],
             updated: vec!["upstream/web".into(), "route/b".into()],
             unchanged: vec![],
+            deleted: vec![],
         };
         let text = rollback_summary(3, &response);
         assert!(

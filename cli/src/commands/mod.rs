@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use gateway_proto::kind::{Resource, resource_ref};
+use gateway_proto::v1::ListRequest;
 use gateway_proto::v1::admin_service_client::AdminServiceClient;
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -153,7 +154,11 @@ pub(crate) trait Managed: Resource + Serialize + Row + Sized {
     const PLURAL: &'static str;
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status>;
     async fn replace(client: &mut Client, item: Self) -> Result<Self, tonic::Status>;
-    async fn list_all(client: &mut Client) -> Result<Vec<Self>, tonic::Status>;
+    /// One page of the list; the second value is the next page's token (empty at the end).
+    async fn list_page(
+        client: &mut Client,
+        request: ListRequest,
+    ) -> Result<(Vec<Self>, String), tonic::Status>;
     async fn get(client: &mut Client, name: String) -> Result<Self, tonic::Status>;
     /// Returns the config version the delete produced.
     async fn delete(client: &mut Client, name: String) -> Result<u64, tonic::Status>;
@@ -185,7 +190,7 @@ pub(crate) async fn run_crud<R: Managed, A>(
         }
         Crud::List => {
             let mut client = ctx.client().await?;
-            let mut items = R::list_all(&mut client)
+            let mut items = list_all::<R>(&mut client)
                 .await
                 .map_err(|s| ctx.rpc_error(s))?;
             items.sort_by(|a, b| a.name().cmp(b.name()));
@@ -210,6 +215,28 @@ pub(crate) async fn run_crud<R: Managed, A>(
             );
             output::message(format, &response, &text)
         }
+    }
+}
+
+/// The most items one list request asks for (the control plane's maximum page).
+pub const PAGE_SIZE: u32 = 1000;
+
+/// Every item of a list, page after page.
+pub(crate) async fn list_all<R: Managed>(client: &mut Client) -> Result<Vec<R>, tonic::Status> {
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListRequest {
+            page_size: PAGE_SIZE,
+            page_token,
+            ..Default::default()
+        };
+        let (page, next) = R::list_page(client, request).await?;
+        items.extend(page);
+        if next.is_empty() {
+            return Ok(items);
+        }
+        page_token = next;
     }
 }
 

@@ -1,20 +1,29 @@
-//! gRPC `AdminService`: each method is one service-layer call.
+//! gRPC `AdminService`: each method is one service-layer call. The per-kind methods share
+//! generic helpers; `GetResource` and `WriteResource` carry ETags and dry runs for any kind.
 
+use std::collections::BTreeMap;
+
+use gateway_proto::kind::Kind;
 use gateway_proto::v1::admin_service_server::AdminService;
+use gateway_proto::v1::config_resource::Kind as OneOf;
 use gateway_proto::v1::{
-    ApplyRequest, ApplyResponse, ConfigVersion, CreateTokenRequest, CreateTokenResponse,
-    DeleteRequest, DeleteResponse, GetRequest, GetStatusRequest, GetTrafficRequest,
-    GetVersionRequest, HealthCheckPolicy, ListAuditRequest, ListAuditResponse,
-    ListDataPlanesResponse, ListHealthChecksResponse, ListRequest, ListRoutesResponse,
-    ListTokensResponse, ListUpstreamsResponse, ListVersionsRequest, ListVersionsResponse,
-    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, Route, Status as ConfigStatus,
-    Traffic, Upstream, UpstreamHealth,
+    ApplyRequest, ApplyResponse, ConfigResource, ConfigVersion, CreateTokenRequest,
+    CreateTokenResponse, DeleteRequest, DeleteResponse, GetRequest, GetResourceRequest,
+    GetResourceResponse, GetStatusRequest, GetTrafficRequest, GetVersionRequest, HealthCheckPolicy,
+    ListAuditRequest, ListAuditResponse, ListDataPlanesResponse, ListHealthChecksResponse,
+    ListRequest, ListRoutesResponse, ListTokensResponse, ListUpstreamsResponse,
+    ListVersionsRequest, ListVersionsResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RollbackRequest, Route, Status as ConfigStatus, Traffic, Upstream, UpstreamHealth,
+    WriteResourceRequest, WriteResourceResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::api::auth::grpc_principal;
-use crate::page::PageRequest;
-use crate::service::ConfigService;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::page::{Page, PageRequest};
+use crate::service::{ApplyOptions, ConfigService, Referenced, Written};
+use crate::write::{Precondition, WriteMode, WriteOptions};
 
 pub struct AdminApi {
     service: ConfigService,
@@ -24,120 +33,258 @@ impl AdminApi {
     pub fn new(service: ConfigService) -> Self {
         AdminApi { service }
     }
+
+    async fn write<R: OneOfResource>(
+        &self,
+        request: Request<R>,
+        mode: WriteMode,
+    ) -> Result<Written<R>, Status> {
+        let by = grpc_principal(&request)?;
+        let options = WriteOptions::default();
+        Ok(self
+            .service
+            .write(request.into_inner(), mode, &options, &by)
+            .await?)
+    }
+
+    async fn get<R: OneOfResource>(&self, request: Request<GetRequest>) -> Reply<R> {
+        let (resource, _) = self.service.get::<R>(&request.into_inner().name).await?;
+        Ok(Response::new(resource))
+    }
+
+    async fn list<R: OneOfResource>(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Page<R>, Status> {
+        let request = request.into_inner();
+        let page = PageRequest::new(R::PLURAL, request.page_size, &request.page_token)?;
+        Ok(self.service.list::<R>(&page, &request.labels).await?)
+    }
+
+    async fn delete<R: OneOfResource>(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Reply<DeleteResponse> {
+        let by = grpc_principal(&request)?;
+        let request = request.into_inner();
+        let options = WriteOptions {
+            precondition: Precondition::from_etag(&request.etag),
+            validate_only: request.validate_only,
+        };
+        let version = self
+            .service
+            .delete::<R>(&request.name, &options, &by)
+            .await?;
+        Ok(Response::new(DeleteResponse { version }))
+    }
+
+    async fn write_any<R: OneOfResource>(
+        &self,
+        resource: R,
+        mode: WriteMode,
+        options: &WriteOptions,
+        by: &Principal,
+    ) -> Reply<WriteResourceResponse> {
+        let written = self.service.write(resource, mode, options, by).await?;
+        Ok(Response::new(WriteResourceResponse {
+            etag: written.etag,
+            version: written.version,
+            created: written.created,
+            changed: written.changed,
+            resource: Some(ConfigResource {
+                kind: Some(written.resource.wrap()),
+            }),
+        }))
+    }
+
+    async fn get_any<R: OneOfResource>(&self, name: &str) -> Reply<GetResourceResponse> {
+        let (resource, etag) = self.service.get::<R>(name).await?;
+        Ok(Response::new(GetResourceResponse {
+            resource: Some(ConfigResource {
+                kind: Some(resource.wrap()),
+            }),
+            etag,
+        }))
+    }
+}
+
+/// A resource kind that `ConfigResource` can carry.
+trait OneOfResource: Referenced {
+    fn wrap(self) -> OneOf;
+}
+
+impl OneOfResource for Upstream {
+    fn wrap(self) -> OneOf {
+        OneOf::Upstream(self)
+    }
+}
+
+impl OneOfResource for Route {
+    fn wrap(self) -> OneOf {
+        OneOf::Route(self)
+    }
+}
+
+impl OneOfResource for HealthCheckPolicy {
+    fn wrap(self) -> OneOf {
+        OneOf::HealthCheck(self)
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
+fn write_mode(mode: i32) -> Result<WriteMode, ApiError> {
+    use gateway_proto::v1::WriteMode as Wire;
+    match Wire::try_from(mode) {
+        Ok(Wire::Unspecified | Wire::Upsert) => Ok(WriteMode::Upsert),
+        Ok(Wire::Create) => Ok(WriteMode::Create),
+        Ok(Wire::Replace) => Ok(WriteMode::Replace),
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "mode: unknown write mode {mode}"
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
-        let by = grpc_principal(&request)?;
-        Ok(Response::new(
-            self.service.create(request.into_inner(), &by).await?.0,
-        ))
+        let written = self.write(request, WriteMode::Create).await?;
+        Ok(Response::new(written.resource))
     }
     async fn get_upstream(&self, request: Request<GetRequest>) -> Reply<Upstream> {
-        Ok(Response::new(
-            self.service.get(&request.into_inner().name).await?,
-        ))
+        self.get(request).await
     }
-    async fn list_upstreams(&self, _: Request<ListRequest>) -> Reply<ListUpstreamsResponse> {
+    async fn list_upstreams(&self, request: Request<ListRequest>) -> Reply<ListUpstreamsResponse> {
+        let page = self.list(request).await?;
         Ok(Response::new(ListUpstreamsResponse {
-            items: self.service.list().await?,
+            items: page.items,
+            next_page_token: page.next_page_token,
         }))
     }
     async fn replace_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
-        let by = grpc_principal(&request)?;
-        Ok(Response::new(
-            self.service.replace(request.into_inner(), &by).await?.0,
-        ))
+        let written = self.write(request, WriteMode::Replace).await?;
+        Ok(Response::new(written.resource))
     }
     async fn delete_upstream(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let by = grpc_principal(&request)?;
-        let version = self
-            .service
-            .delete::<Upstream>(&request.into_inner().name, &by)
-            .await?;
-        Ok(Response::new(DeleteResponse { version }))
+        self.delete::<Upstream>(request).await
     }
 
     async fn create_route(&self, request: Request<Route>) -> Reply<Route> {
-        let by = grpc_principal(&request)?;
-        Ok(Response::new(
-            self.service.create(request.into_inner(), &by).await?.0,
-        ))
+        let written = self.write(request, WriteMode::Create).await?;
+        Ok(Response::new(written.resource))
     }
     async fn get_route(&self, request: Request<GetRequest>) -> Reply<Route> {
-        Ok(Response::new(
-            self.service.get(&request.into_inner().name).await?,
-        ))
+        self.get(request).await
     }
-    async fn list_routes(&self, _: Request<ListRequest>) -> Reply<ListRoutesResponse> {
+    async fn list_routes(&self, request: Request<ListRequest>) -> Reply<ListRoutesResponse> {
+        let page = self.list(request).await?;
         Ok(Response::new(ListRoutesResponse {
-            items: self.service.list().await?,
+            items: page.items,
+            next_page_token: page.next_page_token,
         }))
     }
     async fn replace_route(&self, request: Request<Route>) -> Reply<Route> {
-        let by = grpc_principal(&request)?;
-        Ok(Response::new(
-            self.service.replace(request.into_inner(), &by).await?.0,
-        ))
+        let written = self.write(request, WriteMode::Replace).await?;
+        Ok(Response::new(written.resource))
     }
     async fn delete_route(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        let by = grpc_principal(&request)?;
-        let version = self
-            .service
-            .delete::<Route>(&request.into_inner().name, &by)
-            .await?;
-        Ok(Response::new(DeleteResponse { version }))
+        self.delete::<Route>(request).await
     }
 
     async fn create_health_check(
         &self,
         request: Request<HealthCheckPolicy>,
     ) -> Reply<HealthCheckPolicy> {
-        let by = grpc_principal(&request)?;
-        Ok(Response::new(
-            self.service.create(request.into_inner(), &by).await?.0,
-        ))
+        let written = self.write(request, WriteMode::Create).await?;
+        Ok(Response::new(written.resource))
     }
     async fn get_health_check(&self, request: Request<GetRequest>) -> Reply<HealthCheckPolicy> {
-        Ok(Response::new(
-            self.service.get(&request.into_inner().name).await?,
-        ))
+        self.get(request).await
     }
-    async fn list_health_checks(&self, _: Request<ListRequest>) -> Reply<ListHealthChecksResponse> {
+    async fn list_health_checks(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Reply<ListHealthChecksResponse> {
+        let page = self.list(request).await?;
         Ok(Response::new(ListHealthChecksResponse {
-            items: self.service.list().await?,
+            items: page.items,
+            next_page_token: page.next_page_token,
         }))
     }
     async fn replace_health_check(
         &self,
         request: Request<HealthCheckPolicy>,
     ) -> Reply<HealthCheckPolicy> {
-        let by = grpc_principal(&request)?;
-        Ok(Response::new(
-            self.service.replace(request.into_inner(), &by).await?.0,
-        ))
+        let written = self.write(request, WriteMode::Replace).await?;
+        Ok(Response::new(written.resource))
     }
     async fn delete_health_check(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        self.delete::<HealthCheckPolicy>(request).await
+    }
+
+    async fn get_resource(
+        &self,
+        request: Request<GetResourceRequest>,
+    ) -> Reply<GetResourceResponse> {
+        let request = request.into_inner();
+        match Kind::ALL.into_iter().find(|k| k.as_str() == request.kind) {
+            Some(Kind::Upstream) => self.get_any::<Upstream>(&request.name).await,
+            Some(Kind::Route) => self.get_any::<Route>(&request.name).await,
+            Some(Kind::HealthCheck) => self.get_any::<HealthCheckPolicy>(&request.name).await,
+            None => Err(ApiError::BadRequest(format!(
+                "kind: {:?} is not a kind (expected upstream, route or health-check)",
+                request.kind
+            ))
+            .into()),
+        }
+    }
+
+    async fn write_resource(
+        &self,
+        request: Request<WriteResourceRequest>,
+    ) -> Reply<WriteResourceResponse> {
         let by = grpc_principal(&request)?;
-        let version = self
-            .service
-            .delete::<HealthCheckPolicy>(&request.into_inner().name, &by)
-            .await?;
-        Ok(Response::new(DeleteResponse { version }))
+        let request = request.into_inner();
+        let mode = write_mode(request.mode)?;
+        let options = WriteOptions {
+            precondition: Precondition::from_etag(&request.etag),
+            validate_only: request.validate_only,
+        };
+        match request.resource.and_then(|r| r.kind) {
+            Some(OneOf::Upstream(r)) => self.write_any(r, mode, &options, &by).await,
+            Some(OneOf::Route(r)) => self.write_any(r, mode, &options, &by).await,
+            Some(OneOf::HealthCheck(r)) => self.write_any(r, mode, &options, &by).await,
+            None => Err(ApiError::BadRequest(
+                "resource: set one of upstream, route or health_check".into(),
+            )
+            .into()),
+        }
     }
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Reply<ApplyResponse> {
         let by = grpc_principal(&request)?;
-        let config = request.into_inner().config.unwrap_or_default();
-        Ok(Response::new(self.service.apply(config, &by).await?))
+        let request = request.into_inner();
+        let options = ApplyOptions {
+            validate_only: request.validate_only,
+            prune: request.prune,
+            selector: request.prune_selector,
+        };
+        let config = request.config.unwrap_or_default();
+        Ok(Response::new(
+            self.service.apply(config, &options, &by).await?,
+        ))
     }
 
-    async fn list_data_planes(&self, _: Request<ListRequest>) -> Reply<ListDataPlanesResponse> {
+    async fn list_data_planes(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Reply<ListDataPlanesResponse> {
+        let request = request.into_inner();
+        let page = PageRequest::new("dataplanes", request.page_size, &request.page_token)?;
+        let page = self.service.dataplanes_page(&page, &request.labels).await?;
         Ok(Response::new(ListDataPlanesResponse {
-            items: self.service.dataplanes().await?,
+            items: page.items,
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -149,8 +296,18 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ListVersionsRequest>,
     ) -> Reply<ListVersionsResponse> {
-        let items = self.service.versions(request.into_inner().limit).await?;
-        Ok(Response::new(ListVersionsResponse { items }))
+        let request = request.into_inner();
+        let size = if request.page_size > 0 {
+            request.page_size
+        } else {
+            request.limit
+        };
+        let page = PageRequest::new("versions", size, &request.page_token)?;
+        let page = self.service.versions(&page).await?;
+        Ok(Response::new(ListVersionsResponse {
+            items: page.items,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn get_version(&self, request: Request<GetVersionRequest>) -> Reply<ConfigVersion> {
@@ -161,8 +318,11 @@ impl AdminService for AdminApi {
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Reply<ApplyResponse> {
         let by = grpc_principal(&request)?;
+        let request = request.into_inner();
         Ok(Response::new(
-            self.service.rollback(request.into_inner().to, &by).await?,
+            self.service
+                .rollback(request.to, request.validate_only, &by)
+                .await?,
         ))
     }
 
@@ -191,9 +351,14 @@ impl AdminService for AdminApi {
         ))
     }
 
-    async fn list_tokens(&self, _: Request<ListRequest>) -> Reply<ListTokensResponse> {
+    async fn list_tokens(&self, request: Request<ListRequest>) -> Reply<ListTokensResponse> {
+        let request = request.into_inner();
+        no_labels(&request.labels)?;
+        let page = PageRequest::new("tokens", request.page_size, &request.page_token)?;
+        let page = self.service.tokens(&page).await?;
         Ok(Response::new(ListTokensResponse {
-            items: self.service.tokens().await?,
+            items: page.items,
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -216,5 +381,14 @@ impl AdminService for AdminApi {
             items: page.items,
             next_page_token: page.next_page_token,
         }))
+    }
+}
+
+/// Tokens carry no labels: a label filter on them is a mistake worth reporting.
+fn no_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest("labels: tokens have no labels".into()))
     }
 }

@@ -1,25 +1,37 @@
 //! REST admin API (axum). Bodies are the schema's JSON mapping; errors are problem+json
 //! (RFC 9457) carrying the same reason codes as gRPC.
+//!
+//! Resources: `GET` lists paginate (`page_size`, `page_token` → `items`, `next_page_token`) and
+//! filter by labels (`?label=k=v`, repeatable, all must match); `PUT` is an idempotent upsert (201
+//! created, 200 replaced); `PATCH` takes a JSON merge patch; every single-resource answer carries
+//! the resource's `ETag`, and `If-Match` (or `If-None-Match: *`) makes a write conditional, checked
+//! in the transaction that writes (412 when stale). `?validate_only=true` on any write is a dry run.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+mod extract;
+mod problem;
+
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use self::extract::{JsonBody, MergePatch, Params, write_options};
 use crate::api;
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
-use crate::page::{Page, PageRequest};
-use crate::service::{ConfigService, Referenced};
+use crate::page::Page;
+use crate::service::{ApplyOptions, ConfigService, Referenced, Written};
 use crate::store::Store;
+use crate::write::WriteMode;
 
 /// Largest accepted request body; an apply of a 10,000-route config fits comfortably.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Query parameters of every list.
+const LIST: &[&str] = &["page_size", "page_token", "label"];
 
 #[derive(Clone)]
 struct AppState {
@@ -33,33 +45,9 @@ pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Rout
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));
     let v1 = Router::new()
-        .route(
-            "/v1/upstreams",
-            get(list::<Upstream>).post(create::<Upstream>),
-        )
-        .route(
-            "/v1/upstreams/{name}",
-            get(fetch::<Upstream>)
-                .put(replace::<Upstream>)
-                .delete(delete::<Upstream>),
-        )
-        .route("/v1/routes", get(list::<Route>).post(create::<Route>))
-        .route(
-            "/v1/routes/{name}",
-            get(fetch::<Route>)
-                .put(replace::<Route>)
-                .delete(delete::<Route>),
-        )
-        .route(
-            "/v1/health-checks",
-            get(list::<HealthCheckPolicy>).post(create::<HealthCheckPolicy>),
-        )
-        .route(
-            "/v1/health-checks/{name}",
-            get(fetch::<HealthCheckPolicy>)
-                .put(replace::<HealthCheckPolicy>)
-                .delete(delete::<HealthCheckPolicy>),
-        )
+        .merge(resource_routes::<Upstream>())
+        .merge(resource_routes::<Route>())
+        .merge(resource_routes::<HealthCheckPolicy>())
         .route("/v1/apply", axum::routing::post(apply))
         .route("/v1/dataplanes", get(dataplanes))
         .route("/v1/dataplanes/{node_id}", get(dataplane))
@@ -74,9 +62,31 @@ pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Rout
         .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
         .layer(axum::middleware::from_fn_with_state(auth, api::auth::rest));
     open.merge(v1)
-        .fallback(|| async { ApiError::BadRequest("no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status".into()).into_problem(StatusCode::NOT_FOUND) })
+        .fallback(|| async {
+            ApiError::BadRequest(
+                "no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status"
+                    .into(),
+            )
+            .into_problem(StatusCode::NOT_FOUND)
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `/v1/<kind>` and `/v1/<kind>/{name}` for one resource kind.
+fn resource_routes<R: Referenced>() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("/v1/{}", R::PLURAL),
+            get(list::<R>).post(create::<R>),
+        )
+        .route(
+            &format!("/v1/{}/{{name}}", R::PLURAL),
+            get(fetch::<R>)
+                .put(put::<R>)
+                .patch(patch::<R>)
+                .delete(delete::<R>),
+        )
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -90,63 +100,149 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn list<R: Referenced>(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let items = state.service.list::<R>().await?;
-    Ok(Json(json!({ "items": items })).into_response())
+async fn list<R: Referenced>(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.allow(LIST)?;
+    let page = params.page(R::PLURAL)?;
+    let items = state
+        .service
+        .list::<R>(&page, &params.labels("label")?)
+        .await?;
+    Ok(Json(list_body(items)).into_response())
 }
 
 async fn fetch<R: Referenced>(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.service.get::<R>(&name).await?).into_response())
+    params.allow(&[])?;
+    let (resource, etag) = state.service.get::<R>(&name).await?;
+    let mut response = Json(resource).into_response();
+    set_etag(&mut response, &etag);
+    Ok(response)
 }
 
 async fn create<R: Referenced>(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
+    headers: HeaderMap,
+    params: Params,
     JsonBody(resource): JsonBody<R>,
 ) -> Result<Response, ApiError> {
-    let (stored, version) = state.service.create(resource, &by).await?;
-    Ok(written(StatusCode::CREATED, &stored, version))
+    params.allow(&["validate_only"])?;
+    let options = write_options(&headers, &params)?;
+    let written = state
+        .service
+        .write(resource, WriteMode::Create, &options, &by)
+        .await?;
+    Ok(written_response(
+        StatusCode::CREATED,
+        &written,
+        options.validate_only,
+    ))
 }
 
-async fn replace<R: Referenced>(
+/// Upsert by name: 201 when it created the resource, 200 when it replaced it (or it was already
+/// exactly this).
+async fn put<R: Referenced>(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
     Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Params,
     JsonBody(mut resource): JsonBody<R>,
 ) -> Result<Response, ApiError> {
+    params.allow(&["validate_only"])?;
+    let options = write_options(&headers, &params)?;
     name_from_path(&mut resource, &name)?;
-    let (stored, version) = state.service.replace(resource, &by).await?;
-    Ok(written(StatusCode::OK, &stored, version))
+    let written = state
+        .service
+        .write(resource, WriteMode::Upsert, &options, &by)
+        .await?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(written_response(status, &written, options.validate_only))
+}
+
+async fn patch<R: Referenced>(
+    State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Params,
+    MergePatch(patch): MergePatch,
+) -> Result<Response, ApiError> {
+    params.allow(&["validate_only"])?;
+    let options = write_options(&headers, &params)?;
+    let written = state
+        .service
+        .patch::<R>(&name, &patch, &options, &by)
+        .await?;
+    Ok(written_response(
+        StatusCode::OK,
+        &written,
+        options.validate_only,
+    ))
 }
 
 async fn delete<R: Referenced>(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
     Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let version = state.service.delete::<R>(&name, &by).await?;
-    Ok(written(
-        StatusCode::OK,
-        &json!({ "version": version }),
+    params.allow(&["validate_only"])?;
+    let options = write_options(&headers, &params)?;
+    let version = state.service.delete::<R>(&name, &options, &by).await?;
+    Ok(with_version(
+        (StatusCode::OK, Json(json!({ "version": version }))).into_response(),
         version,
+        options.validate_only,
     ))
 }
 
+/// `?validate_only`, `?prune` and `?selector=k=v` (repeatable): see `ApplyRequest`.
 async fn apply(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
+    params: Params,
     JsonBody(config): JsonBody<Config>,
 ) -> Result<Response, ApiError> {
-    let response = state.service.apply(config, &by).await?;
+    params.allow(&["validate_only", "prune", "selector"])?;
+    let options = ApplyOptions {
+        validate_only: params.flag("validate_only")?,
+        prune: params.flag("prune")?,
+        selector: params.labels("selector")?,
+    };
+    if !options.prune && !options.selector.is_empty() {
+        return Err(ApiError::BadRequest(
+            "selector: only meaningful with prune=true".into(),
+        ));
+    }
+    let response = state.service.apply(config, &options, &by).await?;
     let version = response.version;
-    Ok(written(StatusCode::OK, &response, version))
+    Ok(with_version(
+        Json(response).into_response(),
+        version,
+        options.validate_only,
+    ))
 }
 
-async fn dataplanes(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "items": state.service.dataplanes().await? })).into_response())
+async fn dataplanes(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    params.allow(LIST)?;
+    let page = params.page("dataplanes")?;
+    let items = state
+        .service
+        .dataplanes_page(&page, &params.labels("label")?)
+        .await?;
+    Ok(Json(list_body(items)).into_response())
 }
 
 async fn dataplane(
@@ -180,17 +276,15 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.status().await?).into_response())
 }
 
-#[derive(serde::Deserialize)]
-struct VersionsQuery {
-    #[serde(default)]
-    limit: u32,
-}
-
-async fn versions(
-    State(state): State<AppState>,
-    axum::extract::Query(query): axum::extract::Query<VersionsQuery>,
-) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "items": state.service.versions(query.limit).await? })).into_response())
+/// `limit` is the older name of `page_size`.
+async fn versions(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    params.allow(&["page_size", "page_token", "limit"])?;
+    let size = match params.number("page_size")? {
+        0 => params.number("limit")?,
+        size => size,
+    };
+    let page = crate::page::PageRequest::new("versions", size, &params.string("page_token"))?;
+    Ok(Json(list_body(state.service.versions(&page).await?)).into_response())
 }
 
 async fn version(
@@ -205,42 +299,30 @@ async fn rollback(
     Extension(by): Extension<Principal>,
     JsonBody(request): JsonBody<gateway_proto::v1::RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let response = state.service.rollback(request.to, &by).await?;
+    let response = state
+        .service
+        .rollback(request.to, request.validate_only, &by)
+        .await?;
     let version = response.version;
-    Ok(written(StatusCode::OK, &response, version))
+    Ok(with_version(
+        Json(response).into_response(),
+        version,
+        request.validate_only,
+    ))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    #[serde(default)]
-    page_size: u32,
-    #[serde(default)]
-    page_token: String,
-    #[serde(default)]
-    actor: String,
-}
-
-async fn audit(
-    State(state): State<AppState>,
-    Query(query): Query<AuditQuery>,
-) -> Result<Response, ApiError> {
-    let page = PageRequest::new("audit", query.page_size, &query.page_token)?;
-    let page = state.service.audit(&page, Some(&query.actor)).await?;
+async fn audit(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    params.allow(&["page_size", "page_token", "actor"])?;
+    let page = params.page("audit")?;
+    let actor = params.string("actor");
+    let page = state.service.audit(&page, Some(&actor)).await?;
     Ok(Json(list_body(page)).into_response())
 }
 
-/// `{"items": […], "next_page_token": "…"}`; the token is left out on the last page.
-fn list_body<T: serde::Serialize>(page: Page<T>) -> serde_json::Value {
-    let mut body = json!({ "items": page.items });
-    if !page.next_page_token.is_empty() {
-        body["next_page_token"] = json!(page.next_page_token);
-    }
-    body
-}
-
-async fn tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "items": state.service.tokens().await? })).into_response())
+async fn tokens(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    params.allow(&["page_size", "page_token"])?;
+    let page = params.page("tokens")?;
+    Ok(Json(list_body(state.service.tokens(&page).await?)).into_response())
 }
 
 async fn create_token(
@@ -269,6 +351,15 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `{"items": […], "next_page_token": "…"}`; the token is left out on the last page.
+fn list_body<T: serde::Serialize>(page: Page<T>) -> serde_json::Value {
+    let mut body = json!({ "items": page.items });
+    if !page.next_page_token.is_empty() {
+        body["next_page_token"] = json!(page.next_page_token);
+    }
+    body
+}
+
 /// The name in a PUT body may be omitted; if given, it must agree with the path.
 fn name_from_path<R: Referenced>(resource: &mut R, path_name: &str) -> Result<(), ApiError> {
     let mut value =
@@ -288,95 +379,37 @@ fn name_from_path<R: Referenced>(resource: &mut R, path_name: &str) -> Result<()
     Ok(())
 }
 
-fn written(status: StatusCode, body: &impl serde::Serialize, version: u64) -> Response {
-    let mut response = (status, Json(body)).into_response();
+/// The written resource with its ETag, `Location` when created, and the config version.
+fn written_response<R: Referenced>(
+    status: StatusCode,
+    written: &Written<R>,
+    validate_only: bool,
+) -> Response {
+    let mut response = (status, Json(&written.resource)).into_response();
+    set_etag(&mut response, &written.etag);
+    if status == StatusCode::CREATED {
+        let location = format!("/v1/{}/{}", R::PLURAL, written.resource.name());
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+    }
+    with_version(response, written.version, validate_only)
+}
+
+/// `x-config-version`: the version a write produced. A dry run says `x-validate-only: true`
+/// instead, since it produced none.
+fn with_version(mut response: Response, version: u64, validate_only: bool) -> Response {
+    let headers = response.headers_mut();
+    if validate_only {
+        headers.insert("x-validate-only", HeaderValue::from_static("true"));
+    } else {
+        headers.insert("x-config-version", HeaderValue::from(version));
+    }
     response
-        .headers_mut()
-        .insert("x-config-version", HeaderValue::from(version));
-    response
 }
 
-/// A JSON body in the schema's mapping: `application/json` only, unknown fields refused, and
-/// every failure a problem+json that says what was wrong.
-struct JsonBody<T>(T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(request.headers()) {
-            return Err(ApiError::UnsupportedMediaType(
-                "the request body must be JSON (Content-Type: application/json)".into(),
-            ));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-    }
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-        })
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound { .. }
-            | ApiError::UnknownDataPlane(_)
-            | ApiError::UnknownVersion(_)
-            | ApiError::UnknownToken(_) => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::InUse { .. } | ApiError::TokenExists(_) => {
-                StatusCode::CONFLICT
-            }
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// RFC 9457 problem details with the field-level errors as an `errors` extension.
-    fn into_problem(self, status: StatusCode) -> Response {
-        let reason = self.reason();
-        let mut body = json!({
-            "type": format!("urn:gateway:problem:{}", reason.to_ascii_lowercase().replace('_', "-")),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-            "reason": reason,
-            "errors": self.violations(),
-        });
-        if let ApiError::InUse { used_by, .. } = &self {
-            body["used_by"] = json!(used_by);
-        }
-        let mut response = (status, Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        response
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if matches!(self, ApiError::Internal(_) | ApiError::Unavailable(_)) {
-            tracing::error!(error = %self, "admin request failed");
-        }
-        let status = self.status();
-        self.into_problem(status)
+fn set_etag(response: &mut Response, etag: &str) {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
     }
 }

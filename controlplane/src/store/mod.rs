@@ -31,6 +31,7 @@ pub use backend::{Backend, NOTIFY_CHANNEL, OpenError};
 pub use dataplanes::HEARTBEAT;
 
 use crate::error::ApiError;
+use crate::page::{Page, PageRequest};
 
 /// The config at one version.
 #[derive(Debug, Clone)]
@@ -99,15 +100,24 @@ impl Store {
         }
     }
 
-    /// The newest `limit` versions, newest first, without their configs.
-    pub async fn versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, ApiError> {
+    /// Versions newest first, without their configs.
+    pub async fn versions(&self, page: &PageRequest) -> Result<Page<ConfigVersion>, ApiError> {
+        let before = match &page.after {
+            None => i64::MAX,
+            Some(version) => version
+                .parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("page_token: malformed".into()))?,
+        };
         let rows = sqlx::query(
-            "SELECT version, hash, created_at_ms, changes, author FROM config_versions ORDER BY version DESC LIMIT $1",
+            "SELECT version, hash, created_at_ms, changes, author FROM config_versions \
+             WHERE version < $1 ORDER BY version DESC LIMIT $2",
         )
-        .bind(i64::from(limit))
+        .bind(before)
+        .bind(page.fetch())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let items = rows
+            .iter()
             .map(|row| {
                 Ok(ConfigVersion {
                     version: to_u64(row.try_get(0)?),
@@ -118,7 +128,8 @@ impl Store {
                     author: row.try_get(4)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(page.finish(items, |v| v.version.to_string()))
     }
 
     /// One version with its whole config, if it exists.
@@ -152,12 +163,51 @@ impl Store {
         }
     }
 
-    pub async fn list<R: StoredResource>(&self) -> Result<Vec<R>, ApiError> {
-        let sql = format!("SELECT spec FROM {} ORDER BY name", R::TABLE);
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| parse_spec(&row.try_get::<String, _>(0)?))
-            .collect()
+    /// One page of resources in name order, only those carrying every label in `labels`.
+    ///
+    /// Rows are read in name order after the page's cursor, a chunk at a time, until the page
+    /// (plus one, to know whether more follow) is full: a selective label filter costs more
+    /// reads, never more memory.
+    pub async fn list<R: StoredResource>(
+        &self,
+        page: &PageRequest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Page<R>, ApiError> {
+        let sql = format!(
+            "SELECT name, spec FROM {} WHERE name > $1 ORDER BY name LIMIT $2",
+            R::TABLE
+        );
+        let chunk = if labels.is_empty() {
+            page.fetch()
+        } else {
+            page.fetch().max(LIST_CHUNK)
+        };
+        let wanted = usize::try_from(page.fetch()).unwrap_or(usize::MAX);
+        // Names are never empty, so "" is before the first.
+        let mut after = page.after.clone().unwrap_or_default();
+        let mut items: Vec<R> = Vec::new();
+        loop {
+            let rows = sqlx::query(&sql)
+                .bind(&after)
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                let item: R = parse_spec(&row.try_get::<String, _>(1)?)?;
+                if has_labels(item.labels(), labels) {
+                    items.push(item);
+                    if items.len() == wanted {
+                        return Ok(page.finish(items, |r| r.name().to_owned()));
+                    }
+                }
+            }
+            match rows.last() {
+                Some(last) if i64::try_from(rows.len()).unwrap_or(i64::MAX) == chunk => {
+                    after = last.try_get(0)?;
+                }
+                _ => return Ok(page.finish(items, |r| r.name().to_owned())),
+            }
+        }
     }
 
     /// Applies `change` to the current config in one transaction: all or nothing.
@@ -168,6 +218,25 @@ impl Store {
     pub async fn mutate(
         &self,
         author: &Author,
+        change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+    ) -> Result<Commit, ApiError> {
+        self.write(author, true, change).await
+    }
+
+    /// [`Store::mutate`] without the commit: the same checks, and the version and changes the
+    /// change would produce, after which everything is rolled back (no version is used up).
+    pub async fn dry_run(
+        &self,
+        author: &Author,
+        change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+    ) -> Result<Commit, ApiError> {
+        self.write(author, false, change).await
+    }
+
+    async fn write(
+        &self,
+        author: &Author,
+        commit: bool,
         change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
     ) -> Result<Commit, ApiError> {
         let mut tx = self.pool.begin().await?;
@@ -216,6 +285,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         audit::record(&mut tx, author, &changes, version, now).await?;
+        if !commit {
+            tx.rollback().await?;
+            return Ok(Commit {
+                version,
+                hash,
+                changes,
+            });
+        }
         self.backend.notify_in(&mut tx, version).await?;
         tx.commit().await?;
         Ok(Commit {
@@ -227,35 +304,58 @@ impl Store {
 }
 
 /// A resource kind with its own table. `reference` is the one foreign key a kind has.
-pub trait StoredResource: Resource + Serialize + DeserializeOwned + Send + Unpin {
+pub trait StoredResource: Resource + Serialize + DeserializeOwned + Send + Sync + Unpin {
     const TABLE: &'static str;
+    /// The name of its lists and of their page tokens (its REST collection).
+    const PLURAL: &'static str;
     const REFERENCE_COLUMN: Option<&'static str>;
     fn reference(&self) -> Option<&str>;
+    fn labels(&self) -> &BTreeMap<String, String>;
 }
 
 impl StoredResource for HealthCheckPolicy {
     const TABLE: &'static str = "health_checks";
+    const PLURAL: &'static str = "health-checks";
     const REFERENCE_COLUMN: Option<&'static str> = None;
     fn reference(&self) -> Option<&str> {
         None
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
     }
 }
 
 impl StoredResource for Upstream {
     const TABLE: &'static str = "upstreams";
+    const PLURAL: &'static str = "upstreams";
     const REFERENCE_COLUMN: Option<&'static str> = Some("health_check");
     fn reference(&self) -> Option<&str> {
         Some(self.health_check.as_str()).filter(|h| !h.is_empty())
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
     }
 }
 
 impl StoredResource for Route {
     const TABLE: &'static str = "routes";
+    const PLURAL: &'static str = "routes";
     const REFERENCE_COLUMN: Option<&'static str> = Some("upstream");
     fn reference(&self) -> Option<&str> {
         Some(self.upstream.as_str())
     }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
 }
+
+/// Whether `labels` holds every `wanted` key with its value (an empty selector matches all).
+pub fn has_labels(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Rows read per query while filtering a list by labels.
+const LIST_CHUNK: i64 = 500;
 
 async fn load_config(tx: &mut Transaction<'static, Any>) -> Result<Config, ApiError> {
     Ok(Config {

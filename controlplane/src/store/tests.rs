@@ -6,6 +6,7 @@ use gateway_proto::v1::{
 };
 
 use super::*;
+use crate::page::PageRequest;
 
 /// A store on a throwaway database, dropped with the guard.
 pub(crate) struct Scratch {
@@ -176,7 +177,12 @@ async fn a_change_is_all_or_nothing(store: Store) {
         "{error:?}"
     );
     assert!(
-        store.list::<Upstream>().await.unwrap().is_empty(),
+        store
+            .list::<Upstream>(&PageRequest::first("upstreams", 100), &BTreeMap::new())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
         "nothing of a refused change is written"
     );
     assert_eq!(
@@ -265,7 +271,11 @@ async fn deletes_are_stored(store: Store) {
 async fn history_keeps_every_version(store: Store) {
     store.mutate(&author(), add(upstream("a"))).await.unwrap();
     store.mutate(&author(), add(upstream("b"))).await.unwrap();
-    let history = store.versions(10).await.unwrap();
+    let history = store
+        .versions(&PageRequest::first("versions", 10))
+        .await
+        .unwrap()
+        .items;
     let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
     assert_eq!(versions, vec![2, 1], "newest first");
     assert_eq!(
@@ -399,7 +409,6 @@ async fn reports_replace_what_a_data_plane_said_before(store: Store) {
 }
 
 async fn every_commit_has_its_audit_row_and_author(store: Store) {
-    use crate::page::PageRequest;
     let alice = Author {
         actor: "alice".into(),
         operation: "CreateUpstream".into(),
@@ -436,7 +445,11 @@ async fn every_commit_has_its_audit_row_and_author(store: Store) {
         .unwrap();
     assert_eq!(only_alice.items.len(), 1);
 
-    let versions = store.versions(10).await.unwrap();
+    let versions = store
+        .versions(&PageRequest::first("versions", 10))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(versions[0].author, "tester");
     assert_eq!(versions[1].author, "alice");
     let version = store.version(first.version).await.unwrap().unwrap();

@@ -356,6 +356,7 @@ fn summary_counts_and_lists() {
         created: vec!["upstream/web".into()],
         updated: vec![],
         unchanged: vec!["route/api".into(), "health-check/hc".into()],
+        deleted: vec![],
     });
     assert_eq!(
         text,

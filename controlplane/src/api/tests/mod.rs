@@ -3,6 +3,8 @@
 
 mod audit;
 mod auth;
+mod grpc;
+mod rest;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,237 @@
+//! The same semantics over gRPC: pagination, ETags (ABORTED when stale), dry runs, and errors
+//! carrying `google.rpc.BadRequest` field violations.
+
+use std::collections::BTreeMap;
+
+use gateway_proto::v1::config_resource::Kind as OneOf;
+use gateway_proto::v1::{
+    ApplyRequest, Config, ConfigResource, DeleteRequest, GetResourceRequest, ListRequest,
+    RollbackRequest, Route, RouteMatch, Upstream, WriteMode, WriteResourceRequest, route_match,
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::*;
+
+fn web(timeout: u32) -> Upstream {
+    Upstream {
+        connect_timeout_ms: timeout,
+        ..serde_json::from_value(upstream("web")).unwrap()
+    }
+}
+
+fn write(
+    resource: Upstream,
+    mode: WriteMode,
+    etag: &str,
+    validate_only: bool,
+) -> WriteResourceRequest {
+    WriteResourceRequest {
+        resource: Some(ConfigResource {
+            kind: Some(OneOf::Upstream(resource)),
+        }),
+        mode: mode as i32,
+        etag: etag.into(),
+        validate_only,
+    }
+}
+
+#[tokio::test]
+async fn lists_paginate() {
+    let server = TestServer::start().await;
+    let mut client = server.grpc(Some(ROOT)).await;
+    let upstreams = (0..7)
+        .map(|i| {
+            let mut u = web(0);
+            u.name = format!("u{i}");
+            if i % 2 == 0 {
+                u.labels.insert("even".into(), "yes".into());
+            }
+            u
+        })
+        .collect();
+    client
+        .apply(ApplyRequest {
+            config: Some(Config {
+                upstreams,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut request = ListRequest {
+        page_size: 3,
+        labels: BTreeMap::from([("even".into(), "yes".into())]),
+        ..Default::default()
+    };
+    loop {
+        let page = client
+            .list_upstreams(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|u| u.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(seen, ["u0", "u2", "u4", "u6"]);
+
+    let status = client
+        .list_routes(ListRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn etags_dry_runs_and_aborted() {
+    let server = TestServer::start().await;
+    let mut client = server.grpc(Some(ROOT)).await;
+
+    // A dry run reports what would happen and writes nothing.
+    let dry = client
+        .write_resource(write(web(1000), WriteMode::Create, "", true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dry.created && dry.changed);
+    let missing = client
+        .get_resource(GetResourceRequest {
+            kind: "upstream".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let created = client
+        .write_resource(write(web(1000), WriteMode::Upsert, "", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    assert_eq!(created.etag, dry.etag, "the dry run predicted the ETag");
+    let got = client
+        .get_resource(GetResourceRequest {
+            kind: "upstream".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.etag, created.etag);
+
+    let updated = client
+        .write_resource(write(web(2000), WriteMode::Replace, &got.etag, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!updated.created && updated.changed);
+    assert_eq!(updated.version, created.version + 1);
+
+    // Stale ETags: ABORTED, for writes and deletes alike.
+    let stale = client
+        .write_resource(write(web(3000), WriteMode::Replace, &got.etag, false))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let stale = client
+        .delete_upstream(DeleteRequest {
+            name: "web".into(),
+            etag: got.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+
+    // Create is create-only; a dry-run delete leaves it in place.
+    let exists = client
+        .write_resource(write(web(1), WriteMode::Create, "", false))
+        .await
+        .unwrap_err();
+    assert_eq!(exists.code(), Code::AlreadyExists);
+    let deleted = client
+        .delete_upstream(DeleteRequest {
+            name: "web".into(),
+            etag: updated.etag.clone(),
+            validate_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.version, updated.version + 1);
+    client
+        .get_upstream(gateway_proto::v1::GetRequest { name: "web".into() })
+        .await
+        .unwrap();
+
+    // Dry-run rollback and apply commit nothing.
+    let plan = client
+        .rollback(RollbackRequest {
+            to: created.version,
+            validate_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.updated, ["upstream/web"]);
+    let after = client
+        .get_resource(GetResourceRequest {
+            kind: "upstream".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.etag, updated.etag);
+}
+
+#[tokio::test]
+async fn errors_carry_field_violations() {
+    let server = TestServer::start().await;
+    let mut client = server.grpc(Some(ROOT)).await;
+    let status = client
+        .create_route(Route {
+            name: "api".into(),
+            upstream: "missing".into(),
+            r#match: Some(RouteMatch {
+                path: Some(route_match::Path::Prefix("no-slash".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let bad_request = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert!(fields.contains(&"route/api.upstream"), "{fields:?}");
+    assert!(fields.contains(&"route/api.match.prefix"), "{fields:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(info.reason, "INVALID_ARGUMENT");
+
+    let unknown_kind = client
+        .get_resource(GetResourceRequest {
+            kind: "routes".into(),
+            name: "api".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_kind.code(), Code::InvalidArgument);
+}
