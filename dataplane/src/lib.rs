@@ -11,6 +11,7 @@ pub mod balance;
 pub mod cache;
 pub mod discovery_client;
 pub mod health;
+pub mod outlier;
 pub mod proxy;
 pub mod route;
 pub mod state;

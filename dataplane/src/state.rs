@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
+use crate::outlier::{self, OutlierCounters};
 use crate::table::RouteTable;
 
 /// Bits of [`TargetState::unusable`].
@@ -36,6 +37,8 @@ pub struct TargetState {
     /// The last transition; held while `unusable` changes so the two agree.
     transition: Mutex<Transition>,
     changes: Arc<Notify>,
+    /// Failure streaks and ejection history (see [`crate::outlier`]).
+    pub(crate) outlier: OutlierCounters,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,7 @@ impl TargetState {
                 since: SystemTime::now(),
             }),
             changes,
+            outlier: OutlierCounters::default(),
         }
     }
 
@@ -90,6 +94,16 @@ impl TargetState {
     /// Records the verdict of active health checking; returns whether it changed.
     pub fn record_check(&self, passing: bool, reason: &str) -> bool {
         self.set(FAILING_CHECKS, !passing, reason)
+    }
+
+    /// Ejected by outlier detection.
+    pub fn is_ejected(&self) -> bool {
+        self.unusable.load(Ordering::Relaxed) & EJECTED != 0
+    }
+
+    /// Ejects or returns the target; returns whether that changed anything.
+    pub(crate) fn set_ejected(&self, ejected: bool, reason: &str) -> bool {
+        self.set(EJECTED, ejected, reason)
     }
 
     /// Sets or clears `bit`; on a change records why and when, and tells the reporter.
@@ -160,6 +174,8 @@ impl Drop for InFlight {
 pub struct UpstreamState {
     /// The round-robin position.
     pub cursor: Arc<AtomicUsize>,
+    /// Held while deciding an ejection, so concurrent ones respect `max_ejected_percent`.
+    pub(crate) ejecting: Mutex<()>,
 }
 
 /// The registry of live state, by identity.
@@ -210,6 +226,9 @@ impl CarriedState {
                         Arc::clone(&self.changes),
                     )),
                 };
+                if pool.outlier.is_none() {
+                    outlier::return_target(&state, "outlier detection disabled");
+                }
                 target.state = Arc::clone(&state);
                 kept.targets.insert(key, Watched { state, watched });
             }

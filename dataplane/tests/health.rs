@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use gateway_proto::v1::{
-    Config, GrpcHealthCheck, HttpHealthCheck, TcpHealthCheck, health_check_policy,
+    Config, GrpcHealthCheck, HttpHealthCheck, OutlierDetection, TcpHealthCheck, health_check_policy,
 };
 use http::StatusCode;
 use support::{
@@ -183,4 +183,64 @@ async fn an_unrelated_change_keeps_a_targets_health() {
         "kept, reason and time too"
     );
     assert_eq!(harness.backends(4).await, ["a"; 4]);
+}
+
+#[tokio::test]
+async fn a_target_failing_in_a_row_is_ejected_and_returns_after_the_ejection() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let harness = Harness::start().await;
+    let mut web = upstream("web", &[a.address.to_string(), b.address.to_string()]);
+    web.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: 3,
+        base_ejection_ms: 300,
+        ..Default::default()
+    });
+    harness
+        .apply(
+            1,
+            Config {
+                upstreams: vec![web],
+                routes: vec![route("web", &[], "/", "web")],
+                health_checks: vec![],
+            },
+        )
+        .await;
+    let b_address = b.address.to_string();
+    assert!(!health_of(&harness.gateway, &b_address).unwrap().ejected);
+
+    b.fail_with.store(500, std::sync::atomic::Ordering::Relaxed);
+    let ejected = eventually(CEILING, "b is ejected", || async {
+        harness.send("h", "/", "").await;
+        health_of(&harness.gateway, &b_address).filter(|h| h.ejected)
+    })
+    .await;
+    assert_eq!(ejected.reason, "3 consecutive 5xx");
+    assert!(
+        ejected.passing_checks,
+        "ejection is not an active-check verdict"
+    );
+    let served = b.requests();
+    let (status, headers, _) = harness.send("h", "/", "").await;
+    assert_eq!(
+        (status, &headers["x-backend"]),
+        (StatusCode::OK, &"a".parse().unwrap())
+    );
+    assert_eq!(b.requests(), served, "no traffic to an ejected target");
+
+    b.fail_with.store(0, std::sync::atomic::Ordering::Relaxed);
+    let returned = eventually(CEILING, "b returns after its ejection", || async {
+        health_of(&harness.gateway, &b_address).filter(|h| !h.ejected)
+    })
+    .await;
+    assert!(
+        returned.reason.starts_with("ejection of"),
+        "{}",
+        returned.reason
+    );
+    eventually(CEILING, "b serves again", || async {
+        let seen = harness.backends(4).await;
+        seen.contains(&"b".to_string()).then_some(())
+    })
+    .await;
 }

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::Gateway;
+use crate::outlier::{self, Outcome};
 use crate::route::normalize_host;
 use crate::table::{RouteEntry, Target, Tried, UpstreamPool};
 
@@ -93,6 +94,7 @@ impl Proxy {
                     upstream: upstream.name.clone(),
                 })?;
         let _in_flight = target.state.start_request();
+        let state = Arc::clone(&target.state);
 
         let upstream_request = upstream_request(request, client, route, target)?;
         let client = self.clients.get(upstream.connect_timeout);
@@ -102,11 +104,24 @@ impl Proxy {
                 Ok(Err(error)) => Err(ProxyError::from_client(error)),
                 Err(_elapsed) => Err(ProxyError::ResponseTimeout(route.timeout)),
             };
+        outlier::observe(upstream, &state, outcome(&result));
         let mut response =
             result.inspect_err(|error| log_upstream_error(error, route, upstream, target))?;
         headers::remove_hop_by_hop(response.headers_mut());
         headers::add_via(response.headers_mut());
         Ok(response.map(Either::Left))
+    }
+}
+
+/// How an attempt ended, for outlier detection.
+fn outcome<B>(result: &Result<Response<B>, ProxyError>) -> Outcome {
+    match result {
+        Ok(response) if response.status().is_server_error() => Outcome::ServerError,
+        Ok(_) => Outcome::Success,
+        Err(ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout(_)) => {
+            Outcome::ConnectFailure
+        }
+        Err(_) => Outcome::ServerError,
     }
 }
 

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::balance::{Balancer, HashKey, Policy, Weighted};
 use crate::health::{Check, DEFAULT_JITTER_PERCENT, HealthPolicy, HttpCheck};
+use crate::outlier::{DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_EJECTION, OutlierPolicy};
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
 use crate::state::{TargetState, UpstreamState};
 
@@ -234,11 +235,29 @@ fn upstream(
         name: upstream.name.clone(),
         connect_timeout: millis_or(upstream.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
         health_check,
+        outlier: outlier_policy(upstream.outlier_detection.as_ref()),
         balancer: Balancer::new(policy, &weighted),
         hash_key,
         state: Arc::new(UpstreamState::default()),
         targets,
     }
+}
+
+fn outlier_policy(outlier: Option<&v1::OutlierDetection>) -> Option<OutlierPolicy> {
+    let outlier = outlier?;
+    if outlier.consecutive_5xx == 0 && outlier.consecutive_connect_failures == 0 {
+        return None;
+    }
+    Some(OutlierPolicy {
+        consecutive_5xx: outlier.consecutive_5xx,
+        consecutive_connect_failures: outlier.consecutive_connect_failures,
+        base_ejection: Duration::from_millis(u64::from(outlier.base_ejection_ms.max(1))),
+        max_ejection: millis_or(outlier.max_ejection_ms, DEFAULT_MAX_EJECTION),
+        max_ejected_percent: match outlier.max_ejected_percent {
+            0 => DEFAULT_MAX_EJECTED_PERCENT,
+            percent => percent.min(100),
+        },
+    })
 }
 
 fn balancing_policy(upstream: &v1::Upstream, at: &mut At<'_>) -> Policy {

@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use crate::balance::{Balancer, Candidates, HashKey};
 use crate::health::HealthPolicy;
+use crate::outlier::OutlierPolicy;
 use crate::route::RouteMatcher;
 use crate::state::{TargetState, UpstreamState};
 
@@ -57,6 +58,8 @@ pub struct UpstreamPool {
     pub connect_timeout: Duration,
     /// Active health checking, if the upstream names a policy.
     pub health_check: Option<HealthPolicy>,
+    /// Passive health checking, if a threshold is set.
+    pub outlier: Option<OutlierPolicy>,
     pub(crate) balancer: Balancer,
     /// What consistent hashing hashes; `None` for the other policies.
     pub hash_key: Option<HashKey>,
@@ -139,7 +142,7 @@ impl RouteTable {
 impl UpstreamPool {
     /// Whether its targets' health is watched (and so reported).
     pub fn is_watched(&self) -> bool {
-        self.health_check.is_some()
+        self.health_check.is_some() || self.outlier.is_some()
     }
 
     /// A usable target for a request with hash `key`: one it has not tried if there is one,
