@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -31,6 +31,10 @@ pub fn respond<B>(gateway: &Gateway, request: &Request<B>) -> Response<ProxyBody
     }
     match request.uri().path() {
         "/healthz" => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        "/readyz" if gateway.is_draining() => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "not ready", "reason": "draining" }),
+        ),
         "/readyz" => match gateway.active() {
             Some(_) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
             None => json_response(
@@ -108,7 +112,7 @@ pub async fn serve(
             }
         });
     }
-    drain(graceful).await;
+    drain(graceful, Duration::from_secs(1)).await;
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct Gateway {
     active: ArcSwapOption<ActiveConfig>,
     connected: AtomicBool,
     carried: CarriedState,
+    /// Set once the process is leaving: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
     health: HealthChecks,
 }
 
@@ -79,6 +81,14 @@ impl Gateway {
     /// State kept across tables: target health for the reports.
     pub fn carried(&self) -> &CarriedState {
         &self.carried
+    }
+
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn set_connected(&self, connected: bool) {

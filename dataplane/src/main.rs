@@ -1,19 +1,19 @@
 //! `gateway-dataplane`: flags, logging and wiring. Start-up errors print one line and exit 1.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, ValueEnum};
 use gateway_dataplane::app::Gateway;
 use gateway_dataplane::cache::SnapshotCache;
 use gateway_dataplane::discovery_client::{DiscoveryClient, NodeIdentity};
+use gateway_dataplane::lifecycle::{self, Addresses, DrainPolicy, Listeners, Switches};
 use gateway_dataplane::proxy::Proxy;
 use gateway_dataplane::{admin, proxy};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -58,6 +58,25 @@ struct Flags {
     /// [default: $XDG_CACHE_HOME/gateway-dataplane, else $HOME/.cache/gateway-dataplane].
     #[arg(long, env = "GATEWAY_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<String>,
+
+    /// On SIGTERM: how long to keep serving while reporting not ready, so load balancers stop
+    /// sending before the listeners close.
+    #[arg(long, env = "GATEWAY_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
+
+    /// Once the listeners are closed: the longest wait for requests in flight to finish.
+    #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+
+    /// Unix socket for zero-downtime upgrades: on SIGQUIT this process hands its listeners to
+    /// the new process waiting there (started with --upgrade), then drains.
+    #[arg(long, env = "GATEWAY_UPGRADE_SOCKET", value_name = "PATH")]
+    upgrade_socket: Option<PathBuf>,
+
+    /// Start as the successor of a running data plane: get a config (cache or control plane),
+    /// then take the running process's listeners from --upgrade-socket instead of binding.
+    #[arg(long, requires = "upgrade_socket")]
+    upgrade: bool,
 
     /// Log line format; the level comes from RUST_LOG (default: info).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -108,8 +127,17 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
-    let listener = bind(flags.listen, "--listen").await?;
-    let admin_listener = bind(flags.admin_listen, "--admin-listen").await?;
+    let addresses = Addresses {
+        proxy: flags.listen,
+        admin: flags.admin_listen,
+    };
+    // A fresh start binds before anything else, so a taken port fails fast; a successor takes
+    // its listeners only once it has a table to serve with.
+    let bound = if flags.upgrade {
+        None
+    } else {
+        Some(Listeners::bind(addresses)?)
+    };
 
     let identity = NodeIdentity {
         node_id: flags.node_id.clone().unwrap_or_else(host_name),
@@ -117,59 +145,100 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let cache = cache_dir(flags.cache_dir.as_deref()).map(SnapshotCache::new);
     let gateway = Gateway::new();
-    let addresses: Vec<String> = flags
+    let addresses_cp: Vec<String> = flags
         .control_plane
         .iter()
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
         .collect();
-    if addresses.is_empty() {
+    if addresses_cp.is_empty() {
         return Err(anyhow!("--control-plane: at least one address is required"));
     }
-    let discovery =
-        DiscoveryClient::new(&addresses, identity.clone(), gateway.clone(), cache.clone())
-            .context("--control-plane")?;
+    let discovery = DiscoveryClient::new(
+        &addresses_cp,
+        identity.clone(),
+        gateway.clone(),
+        cache.clone(),
+    )
+    .context("--control-plane")?;
 
     if let Some(cache) = &cache {
         gateway.restore_from_cache(cache).await;
     }
+    let discovery_task = tokio::spawn(discovery.run());
+
+    let listeners = match (bound, &flags.upgrade_socket) {
+        (Some(bound), _) => bound,
+        (None, Some(socket)) => {
+            wait_for_table(&gateway, TAKE_OVER_WAIT).await?;
+            tracing::info!(socket = %socket.display(), "have a config; waiting for the running data plane's listeners");
+            Listeners::take_over(addresses, socket.clone(), TAKE_OVER_WAIT).await?
+        }
+        (None, None) => return Err(anyhow!("--upgrade needs --upgrade-socket")),
+    };
+    let serving = listeners
+        .into_serving(addresses)
+        .context("preparing the listeners")?;
 
     tracing::info!(
         listen = %flags.listen,
         admin_listen = %flags.admin_listen,
-        control_plane = ?addresses,
+        control_plane = ?addresses_cp,
         node_id = %identity.node_id,
         cache_dir = ?cache.as_ref().map(|c| c.dir().display().to_string()),
+        upgraded = flags.upgrade,
         "gateway-dataplane started"
     );
 
-    let (stop, stopped) = watch::channel(false);
+    let (stop_proxy, proxy_stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
     let proxy_task = tokio::spawn(proxy::serve(
-        listener,
+        serving.proxy,
         Proxy::new(gateway.clone()),
-        stopped.clone(),
+        proxy_stopped,
+        flags.drain_timeout,
     ));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone(), stopped));
-    let discovery_task = tokio::spawn(discovery.run());
+    let admin_task = tokio::spawn(admin::serve(serving.admin, gateway.clone(), admin_stopped));
 
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining connections");
+    let switches = Switches {
+        stop_proxy,
+        stop_admin,
+    };
+    let policy = DrainPolicy {
+        delay: flags.drain_delay,
+        timeout: flags.drain_timeout,
+    };
+    lifecycle::run_until_exit(
+        gateway,
+        &policy,
+        flags.upgrade_socket,
+        serving.kept,
+        &switches,
+    )
+    .await;
+    let _ = proxy_task.await;
+    // The admin listener outlives the proxy's drain, so probes see "draining", not a refusal.
+    let _ = switches.stop_admin.send(true);
     discovery_task.abort();
-    let _ = stop.send(true);
-    let _ = tokio::join!(proxy_task, admin_task);
+    let _ = admin_task.await;
+    tracing::info!("drained; exiting");
     Ok(())
 }
 
-async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).await.map_err(|error| {
-        let reason = match error.kind() {
-            io::ErrorKind::AddrInUse => "address in use".to_string(),
-            io::ErrorKind::AddrNotAvailable => "address not available on this host".to_string(),
-            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => error.to_string(),
-        };
-        anyhow!("cannot listen on {address} ({flag}): {reason}")
-    })
+/// Longest a successor waits for a config, and then for the listeners.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(60);
+
+async fn wait_for_table(gateway: &Gateway, wait: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while gateway.active().is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!(
+                "no config within {wait:?} (neither the cache nor a control plane provided one); the running data plane keeps serving"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// `--cache-dir`: explicit empty disables, absent means the XDG cache directory.
@@ -198,26 +267,4 @@ fn host_name() -> String {
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "dataplane".to_string())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }

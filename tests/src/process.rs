@@ -112,6 +112,19 @@ impl Process {
         Ok(())
     }
 
+    async fn wait_exit(&mut self, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(_) => {
+                self.child = None;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGKILL: a data plane must survive its control plane vanishing without goodbye.
@@ -442,6 +455,15 @@ impl DataPlane {
 
     /// A data plane that knows several control planes and moves to the next when one fails.
     pub async fn start_with(control_planes: &[SocketAddr], node_id: &str) -> Self {
+        Self::start_with_args(control_planes, node_id, &[]).await
+    }
+
+    /// Like [`DataPlane::start_with`], with extra command-line flags.
+    pub async fn start_with_args(
+        control_planes: &[SocketAddr],
+        node_id: &str,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gw-e2e-dp-")
             .tempdir()
@@ -449,7 +471,7 @@ impl DataPlane {
         let cache_dir = dir.path().join("cache");
         std::fs::create_dir_all(&cache_dir).expect("create the data plane's cache directory");
         let (listen, admin) = (free_addr(), free_addr());
-        let args = vec![
+        let mut args: Vec<OsString> = vec![
             "--listen".into(),
             listen.to_string().into(),
             "--admin-listen".into(),
@@ -466,6 +488,7 @@ impl DataPlane {
             "--cache-dir".into(),
             cache_dir.into_os_string(),
         ];
+        args.extend(extra.iter().map(Into::into));
         let process = Process::new(
             format!("dataplane {node_id}"),
             "gateway-dataplane",
@@ -485,6 +508,26 @@ impl DataPlane {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Sends a signal (`TERM`, `QUIT`, …) to the process, as an orchestrator would.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("the data plane is running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits (at most `within`) for the process to exit by itself; returns whether it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        self.process.wait_exit(within).await
+    }
+
+    /// The arguments it was started with, for starting a successor with the same flags.
+    pub fn args(&self) -> &[OsString] {
+        &self.process.args
     }
 
     /// The last-known-good cache directory (`--cache-dir`).

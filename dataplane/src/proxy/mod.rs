@@ -40,8 +40,6 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long open connections get to finish their requests at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Proxy {
     gateway: Arc<Gateway>,
@@ -213,8 +211,22 @@ fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Accepts connections until `shutdown` turns true, then lets open ones drain for a while.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+/// How long a draining server keeps idle keep-alive connections open, so that clients learn of
+/// the drain from a `Connection: close` response instead of racing a close.
+const IDLE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts connections until `shutdown` turns true, then drains.
+///
+/// Once the gateway is draining, every response carries `Connection: close`, so busy clients
+/// reconnect (to a successor sharing the listening socket, or to another data plane) without
+/// ever sending a request into a closing connection. After [`IDLE_GRACE`], connections still
+/// idle are closed and those with a request in flight finish it, for at most `drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -238,7 +250,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         let proxy = Arc::clone(&proxy);
         let service = service_fn(move |request| {
             let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
+            async move {
+                let mut response = proxy.handle(request, client).await;
+                if proxy.gateway.is_draining() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -247,7 +267,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
             }
         });
     }
-    drain(graceful).await;
+    drop(listener);
+    let grace = IDLE_GRACE.min(drain_timeout);
+    tokio::time::sleep(grace).await;
+    drain(graceful, drain_timeout.saturating_sub(grace)).await;
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -256,13 +279,13 @@ pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Waits for watched connections to finish, at most [`DRAIN_TIMEOUT`].
-pub async fn drain(graceful: GracefulShutdown) {
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+/// Waits for watched connections to finish, at most `timeout`.
+pub async fn drain(graceful: GracefulShutdown, timeout: Duration) {
+    if tokio::time::timeout(timeout, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        tracing::warn!("connections still open after {timeout:?}; closing them");
     }
 }
 

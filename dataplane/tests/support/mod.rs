@@ -392,7 +392,12 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(proxy::serve(listener, Proxy::new(gateway.clone()), stopped));
+        tokio::spawn(proxy::serve(
+            listener,
+            Proxy::new(gateway.clone()),
+            stopped,
+            std::time::Duration::from_secs(5),
+        ));
         Harness {
             gateway,
             address,

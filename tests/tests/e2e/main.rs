@@ -6,6 +6,7 @@
 mod apply;
 mod convergence;
 mod distribution;
+mod lifecycle;
 mod operations;
 mod routing;
 mod writes;
