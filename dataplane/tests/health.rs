@@ -7,7 +7,8 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use gateway_proto::v1::{
-    Config, GrpcHealthCheck, HttpHealthCheck, OutlierDetection, TcpHealthCheck, health_check_policy,
+    AllUnhealthyPolicy, Config, GrpcHealthCheck, HttpHealthCheck, OutlierDetection, TcpHealthCheck,
+    health_check_policy,
 };
 use http::StatusCode;
 use support::{
@@ -243,4 +244,44 @@ async fn a_target_failing_in_a_row_is_ejected_and_returns_after_the_ejection() {
         seen.contains(&"b".to_string()).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn with_every_target_down_fail_fast_answers_503_and_panic_uses_them_all() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let harness = Harness::start().await;
+    let both = [a.address.to_string(), b.address.to_string()];
+    a.health.store(500, std::sync::atomic::Ordering::Relaxed);
+    b.health.store(500, std::sync::atomic::Ordering::Relaxed);
+    let mut fail_fast = config(&both, http_check());
+    fail_fast.health_checks[0].interval_ms = 400;
+    fail_fast.health_checks[0].timeout_ms = 100;
+    fail_fast.health_checks[0].unhealthy_threshold = 1;
+    harness.apply(1, fail_fast.clone()).await;
+
+    let (headers, body) = eventually(CEILING, "both fail and requests get 503", || async {
+        let (status, headers, body) = harness.send("h", "/", "").await;
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some((headers, body))
+    })
+    .await;
+    assert_eq!(
+        headers["retry-after"], "1",
+        "interval 400 ms × 2 successes, in whole seconds"
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body["error"], "no healthy targets");
+    assert_eq!(body["retry_after_seconds"], 1);
+
+    let mut panic = fail_fast;
+    panic.upstreams[0].all_unhealthy = AllUnhealthyPolicy::Panic as i32;
+    harness.apply(2, panic).await;
+    assert!(health_of(&harness.gateway, &both[0]).is_some_and(|h| !h.passing_checks));
+    let mut seen = harness.backends(4).await;
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["a", "a", "b", "b"],
+        "panic mode spreads over every target"
+    );
 }

@@ -62,6 +62,13 @@ impl Policy {
     }
 }
 
+/// Drawn once per pick (see [`Balancer::seed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seed {
+    key: Option<u64>,
+    turn: usize,
+}
+
 /// A target as a balancer is built from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Weighted<'a> {
@@ -101,27 +108,46 @@ impl Balancer {
         }
     }
 
+    /// What one pick draws once, however many passes it makes over the targets (usable ones,
+    /// then maybe any in panic mode): the round-robin turn, and the hash key (for hashing
+    /// policies a random one when the request has none, so that the passes agree).
+    pub fn seed(&self, key: Option<u64>) -> Seed {
+        match self {
+            Balancer::RoundRobin(rr) => Seed {
+                key: None,
+                turn: rr.next_turn(),
+            },
+            Balancer::RingHash(_) | Balancer::Maglev(_) => Seed {
+                key: Some(key.unwrap_or_else(|| fastrand::u64(..))),
+                turn: 0,
+            },
+            Balancer::Random(_) | Balancer::LeastRequest(_) => Seed { key: None, turn: 0 },
+        }
+    }
+
     /// A usable target's index, or `None` when there is none. `key` is the request's hash for
     /// the consistent-hashing policies; without one they pick at random (by weight).
     pub fn pick(&self, candidates: &impl Candidates, key: Option<u64>) -> Option<usize> {
+        self.pick_seeded(candidates, &self.seed(key))
+    }
+
+    /// One pass of a pick over the candidates.
+    pub fn pick_seeded(&self, candidates: &impl Candidates, seed: &Seed) -> Option<usize> {
         let count = candidates.len();
         if count == 0 {
             return None;
         }
+        let key = seed.key.unwrap_or(0);
         let picked = match self {
-            Balancer::RoundRobin(rr) => rr.pick(candidates),
+            Balancer::RoundRobin(rr) => rr.pick(candidates, seed.turn),
             Balancer::Random(random) => random.pick(candidates),
             Balancer::LeastRequest(lr) => lr.pick(candidates),
-            Balancer::RingHash(ring) => {
-                ring.pick(candidates, key.unwrap_or_else(|| fastrand::u64(..)))
-            }
-            Balancer::Maglev(maglev) => {
-                maglev.pick(candidates, key.unwrap_or_else(|| fastrand::u64(..)))
-            }
+            Balancer::RingHash(ring) => ring.pick(candidates, key),
+            Balancer::Maglev(maglev) => maglev.pick(candidates, key),
         };
         picked.or_else(|| {
             // Hashing policies start from the key so that a key keeps its fallback target.
-            let start = match key {
+            let start = match seed.key {
                 Some(key) => (key % count as u64) as usize,
                 None => fastrand::usize(..count),
             };

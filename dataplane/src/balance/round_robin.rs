@@ -106,10 +106,15 @@ impl RoundRobin {
             .pick(self.cursor.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The target whose turn it is, or the next usable one after it.
-    pub fn pick(&self, candidates: &impl Candidates) -> Option<usize> {
-        let turn = self.next()?;
-        super::scan(candidates, turn)
+    /// Takes a turn: the cursor's position, advanced.
+    pub fn next_turn(&self) -> usize {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The target whose turn `turn` is, or the next usable one after it.
+    pub fn pick(&self, candidates: &impl Candidates, turn: usize) -> Option<usize> {
+        let index = self.schedule.pick(turn)?;
+        super::scan(candidates, index)
     }
 
     pub(super) fn cursor_mut(&mut self) -> &mut Arc<AtomicUsize> {

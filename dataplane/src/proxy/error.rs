@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use super::ProxyBody;
+use crate::table::{NoTarget, UpstreamPool};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -41,6 +42,11 @@ pub enum ProxyError {
     NotReady,
     #[error("upstream {upstream:?} has no targets")]
     NoTargets { upstream: String },
+    #[error("no target of upstream {upstream:?} is healthy")]
+    AllUnhealthy {
+        upstream: String,
+        retry_after: std::time::Duration,
+    },
     #[error("cannot build the upstream request: {0}")]
     BadRequest(#[source] BoxError),
     #[error("connecting to the target timed out")]
@@ -59,6 +65,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => Side::Downstream,
             ProxyError::NotReady => Side::Internal,
             ProxyError::NoTargets { .. }
+            | ProxyError::AllUnhealthy { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ConnectFailed(_)
             | ProxyError::ResponseTimeout(_)
@@ -74,6 +81,17 @@ impl ProxyError {
                 | ProxyError::ConnectFailed(_)
                 | ProxyError::NoTargets { .. }
         )
+    }
+
+    pub fn no_target(upstream: &UpstreamPool, why: NoTarget) -> ProxyError {
+        let upstream = upstream.name.clone();
+        match why {
+            NoTarget::Empty => ProxyError::NoTargets { upstream },
+            NoTarget::AllUnhealthy { retry_after } => ProxyError::AllUnhealthy {
+                upstream,
+                retry_after,
+            },
+        }
     }
 
     /// Classifies a failure of the HTTP client.
@@ -93,7 +111,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NotReady | ProxyError::NoTargets { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NotReady
+            | ProxyError::NoTargets { .. }
+            | ProxyError::AllUnhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -110,7 +130,12 @@ impl ProxyError {
                 serde_json::json!({ "error": "no route", "host": host, "path": path })
             }
             ProxyError::NotReady => serde_json::json!({ "error": "not ready" }),
-            ProxyError::NoTargets { .. } => serde_json::json!({ "error": "no healthy targets" }),
+            ProxyError::NoTargets { .. } => serde_json::json!({ "error": "no targets" }),
+            ProxyError::AllUnhealthy { retry_after, .. } => serde_json::json!({
+                "error": "no healthy targets",
+                "message": "every target of this service is failing its health checks or ejected; retry later",
+                "retry_after_seconds": retry_after.as_secs(),
+            }),
             ProxyError::BadRequest(_) => serde_json::json!({ "error": "bad request" }),
             ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => {
                 serde_json::json!({ "error": "bad gateway" })
@@ -119,7 +144,14 @@ impl ProxyError {
                 serde_json::json!({ "error": "gateway timeout" })
             }
         };
-        json_response(status, &body)
+        let mut response = json_response(status, &body);
+        if let ProxyError::AllUnhealthy { retry_after, .. } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs()),
+            );
+        }
+        response
     }
 }
 
@@ -172,6 +204,14 @@ mod tests {
                 Side::Upstream,
             ),
             (
+                ProxyError::AllUnhealthy {
+                    upstream: "u".into(),
+                    retry_after: std::time::Duration::from_secs(3),
+                },
+                503,
+                Side::Upstream,
+            ),
+            (
                 ProxyError::ConnectFailed("refused".into()),
                 502,
                 Side::Upstream,
@@ -198,6 +238,17 @@ mod tests {
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         }
+    }
+
+    #[test]
+    fn all_unhealthy_says_when_to_retry() {
+        let response = ProxyError::AllUnhealthy {
+            upstream: "u".into(),
+            retry_after: std::time::Duration::from_secs(3),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 
     #[test]

@@ -85,12 +85,9 @@ impl Proxy {
             .hash_key
             .as_ref()
             .and_then(|key| key.hash(request.uri(), request.headers(), client.ip()));
-        let (_, target) =
-            upstream
-                .pick(key, &Tried::default())
-                .ok_or_else(|| ProxyError::NoTargets {
-                    upstream: upstream.name.clone(),
-                })?;
+        let (_, target) = upstream
+            .pick(key, &Tried::default())
+            .map_err(|why| ProxyError::no_target(upstream, why))?;
         let _in_flight = target.state.start_request();
         let state = Arc::clone(&target.state);
 

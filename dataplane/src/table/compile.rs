@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use gateway_proto::kind::{Kind, resource_ref};
 use gateway_proto::v1::{
-    self, Config, FieldViolation, LoadBalancingPolicy, hash_on, health_check_policy, route_match,
+    self, AllUnhealthyPolicy, Config, FieldViolation, LoadBalancingPolicy, hash_on,
+    health_check_policy, route_match,
 };
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, HeaderEdits, RouteEntry, RouteTable, Target,
-    UpstreamPool,
+    AllUnhealthy, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_RETRY_AFTER,
+    HeaderEdits, RouteEntry, RouteTable, Target, UpstreamPool,
 };
 use crate::balance::{Balancer, HashKey, Policy, Weighted};
 use crate::health::{Check, DEFAULT_JITTER_PERCENT, HealthPolicy, HttpCheck};
@@ -234,6 +235,7 @@ fn upstream(
     UpstreamPool {
         name: upstream.name.clone(),
         connect_timeout: millis_or(upstream.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
+        all_unhealthy: all_unhealthy(upstream, health_check.as_ref(), &mut at),
         health_check,
         outlier: outlier_policy(upstream.outlier_detection.as_ref()),
         balancer: Balancer::new(policy, &weighted),
@@ -241,6 +243,43 @@ fn upstream(
         state: Arc::new(UpstreamState::default()),
         targets,
     }
+}
+
+fn all_unhealthy(
+    upstream: &v1::Upstream,
+    health_check: Option<&HealthPolicy>,
+    at: &mut At<'_>,
+) -> AllUnhealthy {
+    match AllUnhealthyPolicy::try_from(upstream.all_unhealthy) {
+        Ok(AllUnhealthyPolicy::Panic) => AllUnhealthy::Panic,
+        Ok(AllUnhealthyPolicy::Unspecified | AllUnhealthyPolicy::FailFast) => {
+            AllUnhealthy::FailFast {
+                retry_after: retry_after(upstream, health_check),
+            }
+        }
+        Err(_) => {
+            at.push(
+                "all_unhealthy",
+                format!("{} is not a known policy", upstream.all_unhealthy),
+            );
+            AllUnhealthy::FailFast {
+                retry_after: DEFAULT_RETRY_AFTER,
+            }
+        }
+    }
+}
+
+/// About when a target could be back: the checks it must pass, else the first ejection's end.
+fn retry_after(upstream: &v1::Upstream, health_check: Option<&HealthPolicy>) -> Duration {
+    let estimate = match (health_check, &upstream.outlier_detection) {
+        (Some(policy), _) => policy.interval * policy.healthy_threshold,
+        (None, Some(outlier)) if outlier.base_ejection_ms > 0 => {
+            Duration::from_millis(u64::from(outlier.base_ejection_ms))
+        }
+        _ => DEFAULT_RETRY_AFTER,
+    };
+    // Whole seconds (the header's unit), at least one.
+    Duration::from_secs(estimate.as_millis().div_ceil(1000).max(1) as u64)
 }
 
 fn outlier_policy(outlier: Option<&v1::OutlierDetection>) -> Option<OutlierPolicy> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::balance::{Balancer, Candidates, HashKey};
+use crate::balance::{Balancer, Candidates, HashKey, Seed};
 use crate::health::HealthPolicy;
 use crate::outlier::OutlierPolicy;
 use crate::route::RouteMatcher;
@@ -23,6 +23,8 @@ pub use compile::compile;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Used when a route says 0.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `Retry-After` when no target is healthy and nothing says when one could be back.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct RouteTable {
@@ -60,6 +62,7 @@ pub struct UpstreamPool {
     pub health_check: Option<HealthPolicy>,
     /// Passive health checking, if a threshold is set.
     pub outlier: Option<OutlierPolicy>,
+    pub all_unhealthy: AllUnhealthy,
     pub(crate) balancer: Balancer,
     /// What consistent hashing hashes; `None` for the other policies.
     pub hash_key: Option<HashKey>,
@@ -145,33 +148,78 @@ impl UpstreamPool {
         self.health_check.is_some() || self.outlier.is_some()
     }
 
-    /// A usable target for a request with hash `key`: one it has not tried if there is one,
-    /// else one it has. `None` when no target is usable.
-    pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<(usize, &Target)> {
-        let fresh = View {
+    /// A target for a request with hash `key`: a usable one it has not tried if there is one,
+    /// else a usable one it has; with no usable target, what `all_unhealthy` says.
+    pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Result<(usize, &Target), NoTarget> {
+        let seed = self.balancer.seed(key);
+        let first = View {
             targets: &self.targets,
             tried,
             avoid_tried: true,
+            ignore_health: false,
         };
-        let index = self.balancer.pick(&fresh, key).or_else(|| {
-            if tried.is_empty() {
+        let index = self
+            .pick_in(first, &seed)
+            .or_else(|| match self.all_unhealthy {
+                AllUnhealthy::Panic => self.pick_in(
+                    View {
+                        ignore_health: true,
+                        ..first
+                    },
+                    &seed,
+                ),
+                AllUnhealthy::FailFast { .. } => None,
+            })
+            .ok_or(match self.all_unhealthy {
+                _ if self.targets.is_empty() => NoTarget::Empty,
+                AllUnhealthy::FailFast { retry_after } => NoTarget::AllUnhealthy { retry_after },
+                AllUnhealthy::Panic => NoTarget::Empty,
+            })?;
+        Ok((index, &self.targets[index]))
+    }
+
+    /// Untried first, then tried.
+    fn pick_in(&self, view: View<'_>, seed: &Seed) -> Option<usize> {
+        self.balancer.pick_seeded(&view, seed).or_else(|| {
+            if view.tried.is_empty() {
                 return None;
             }
             let again = View {
                 avoid_tried: false,
-                ..fresh
+                ..view
             };
-            self.balancer.pick(&again, key)
-        })?;
-        Some((index, &self.targets[index]))
+            self.balancer.pick_seeded(&again, seed)
+        })
     }
 }
 
+/// What an upstream does when none of its targets is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllUnhealthy {
+    /// Answer 503 at once; clients may retry after about the time a target needs to recover.
+    FailFast { retry_after: Duration },
+    /// Ignore health and use every target.
+    Panic,
+}
+
+/// Why a pick found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTarget {
+    /// The upstream has no targets.
+    Empty,
+    AllUnhealthy {
+        retry_after: Duration,
+    },
+}
+
 /// The pool's targets as one pick sees them.
+#[derive(Clone, Copy)]
 struct View<'a> {
     targets: &'a [Target],
     tried: &'a Tried,
     avoid_tried: bool,
+    /// Panic mode: every target is usable.
+    ignore_health: bool,
 }
 
 impl Candidates for View<'_> {
@@ -180,7 +228,8 @@ impl Candidates for View<'_> {
     }
 
     fn usable(&self, index: usize) -> bool {
-        self.targets[index].is_usable() && !(self.avoid_tried && self.tried.contains(index))
+        (self.ignore_health || self.targets[index].is_usable())
+            && !(self.avoid_tried && self.tried.contains(index))
     }
 
     fn in_flight(&self, index: usize) -> u64 {

@@ -1,6 +1,7 @@
 use gateway_proto::v1::{
-    Config, HashOn, Header, HeaderRewrite, HttpHealthCheck, LoadBalancingPolicy, Route, RouteMatch,
-    Target as WireTarget, Upstream, hash_on, route_match::Path,
+    AllUnhealthyPolicy, Config, HashOn, Header, HeaderRewrite, HttpHealthCheck,
+    LoadBalancingPolicy, Route, RouteMatch, Target as WireTarget, Upstream, hash_on,
+    route_match::Path,
 };
 use http::Method;
 
@@ -149,7 +150,78 @@ fn unusable_targets_are_skipped_and_none_usable_means_none() {
         assert_eq!(next(api), "10.0.0.2:80");
     }
     api.targets[1].state.record_check(false, "timeout");
-    assert!(api.pick(None, &Tried::default()).is_none());
+    assert_eq!(
+        api.pick(None, &Tried::default()).unwrap_err(),
+        NoTarget::AllUnhealthy {
+            retry_after: DEFAULT_RETRY_AFTER
+        }
+    );
+}
+
+#[test]
+fn in_panic_mode_all_unhealthy_means_any_target() {
+    let mut config = sample();
+    config.upstreams[0].all_unhealthy = AllUnhealthyPolicy::Panic as i32;
+    let table = compile(&config).unwrap();
+    let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();
+    api.targets[0].state.record_check(false, "timeout");
+    assert_eq!(
+        next(api),
+        "10.0.0.2:80",
+        "the healthy one while there is one"
+    );
+    api.targets[1].state.record_check(false, "timeout");
+    let mut seen: Vec<&str> = (0..4).map(|_| next(api)).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["10.0.0.1:80", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.2:80"]
+    );
+    let mut tried = Tried::default();
+    tried.insert(0);
+    assert_eq!(
+        api.pick(None, &tried).unwrap().0,
+        1,
+        "a retry still avoids the tried one"
+    );
+}
+
+#[test]
+fn retry_after_is_when_a_target_could_be_back() {
+    use gateway_proto::v1::{HealthCheckPolicy, OutlierDetection, health_check_policy};
+    let retry_after = |config: &Config| {
+        let table = compile(config).unwrap();
+        match table.upstreams().next().unwrap().all_unhealthy {
+            AllUnhealthy::FailFast { retry_after } => retry_after,
+            AllUnhealthy::Panic => panic!("fail fast is the default"),
+        }
+    };
+    let mut config = sample();
+    assert_eq!(retry_after(&config), DEFAULT_RETRY_AFTER);
+    config.upstreams[0].outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: 5,
+        base_ejection_ms: 30_000,
+        ..Default::default()
+    });
+    assert_eq!(retry_after(&config), Duration::from_secs(30));
+    config.health_checks.push(HealthCheckPolicy {
+        name: "hc".into(),
+        check: Some(health_check_policy::Check::Http(HttpHealthCheck {
+            path: "/".into(),
+            ..Default::default()
+        })),
+        interval_ms: 700,
+        timeout_ms: 100,
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+        ..Default::default()
+    });
+    config.upstreams[0].health_check = "hc".into();
+    assert_eq!(
+        retry_after(&config),
+        Duration::from_secs(2),
+        "1.4 s rounds up"
+    );
 }
 
 #[test]
@@ -186,7 +258,7 @@ fn a_retry_avoids_tried_targets_while_others_are_usable() {
             }
             seen.sort();
             assert_eq!(seen, [0, 1, 2], "{policy:?}: each try a new target");
-            assert!(api.pick(key, &tried).is_some(), "then tried ones again");
+            assert!(api.pick(key, &tried).is_ok(), "then tried ones again");
         }
     }
 }
