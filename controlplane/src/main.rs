@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod discovery;
 mod error;
+mod grpc_health;
 mod page;
 mod server;
 mod service;

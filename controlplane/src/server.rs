@@ -14,6 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::discovery::{DiscoveryServer, MAX_MESSAGE_BYTES};
+use crate::grpc_health;
 use crate::service::ConfigService;
 use crate::snapshot::Snapshots;
 use crate::store::Store;
@@ -56,8 +57,18 @@ pub async fn serve(
     let shutdown = tokio::sync::watch::channel(false).0;
     let rest_app = api::rest::router(service.clone(), store.clone(), auth.clone());
     let rest_server = axum::serve(rest, rest_app).with_graceful_shutdown(wait(shutdown.clone()));
+    let health = grpc_health::service(store.clone(), shutdown.subscribe()).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gateway_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let grpc_server = tonic::transport::Server::builder()
         .layer(api::auth::GrpcAuthLayer::new(auth))
+        .add_service(health)
+        // v1 for current clients, v1alpha for older grpcurl and Postman.
+        .add_service(reflection().build_v1().context("gRPC reflection")?)
+        .add_service(reflection().build_v1alpha().context("gRPC reflection")?)
         .add_service(
             AdminServiceServer::new(api::grpc::AdminApi::new(service))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod grpc;
+mod probes;
 mod rest;
 
 use std::net::SocketAddr;
