@@ -33,14 +33,21 @@ const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// Generous ceiling for a config change to reach a data plane.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Path of a workspace binary, in the same target directory as the running test executable.
+/// Path of a workspace binary, in the same target directory as the running executable: a test
+/// (`<target>/<profile>/deps/<test>-<hash>`) or a bench binary (`<target>/<profile>/<bin>`).
 pub fn binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the path of the running test executable");
-    // <target>/<profile>/deps/<test>-<hash>; binaries live in <target>/<profile>.
-    let profile_dir = exe
+    let exe = std::env::current_exe().expect("the path of the running executable");
+    let parent = exe
         .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in <target>/<profile>/deps");
+        .expect("the running executable lives in a directory");
+    // Binaries live in <target>/<profile>.
+    let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent
+            .parent()
+            .expect("the test executable lives in <target>/<profile>/deps")
+    } else {
+        parent
+    };
     let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
@@ -273,6 +280,11 @@ impl ControlPlane {
 
     pub fn rest_addr(&self) -> SocketAddr {
         self.rest
+    }
+
+    /// The process id while it runs (for reading its memory from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
