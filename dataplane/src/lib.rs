@@ -14,6 +14,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod outlier;
 pub mod proxy;
+pub mod retry;
 pub mod route;
 pub mod state;
 pub mod table;

@@ -1,5 +1,5 @@
 //! State that outlives runtime tables, kept by identity: a target by (upstream, address), an
-//! upstream by name.
+//! upstream or a route by name.
 //!
 //! A compiled table starts with fresh, detached state; [`CarriedState::adopt`] then gives every
 //! target and upstream the state its identity had in the table before, so a config change that
@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use tokio::sync::Notify;
 
 use crate::outlier::{self, OutlierCounters};
+use crate::retry::RouteLoad;
 use crate::table::RouteTable;
 
 /// Bits of [`TargetState::unusable`].
@@ -189,6 +190,7 @@ pub struct CarriedState {
 struct Registry {
     targets: HashMap<(Box<str>, Box<str>), Watched>,
     upstreams: HashMap<Box<str>, Arc<UpstreamState>>,
+    routes: HashMap<Box<str>, Arc<RouteLoad>>,
 }
 
 #[derive(Debug)]
@@ -204,6 +206,14 @@ impl CarriedState {
     pub fn adopt(&self, table: &mut RouteTable) {
         let mut registry = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut kept = Registry::default();
+        for route in table.routes_mut() {
+            let load = registry
+                .routes
+                .remove(route.name.as_str())
+                .unwrap_or_else(|| Arc::clone(&route.load));
+            route.load = Arc::clone(&load);
+            kept.routes.insert(route.name.as_str().into(), load);
+        }
         for pool in table.upstreams_mut() {
             let upstream = registry
                 .upstreams

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub type HttpClient = Client<HttpConnector, Incoming>;
+use super::body::UpstreamBody;
+
+pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 
 /// How long an idle pooled connection to a target is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);

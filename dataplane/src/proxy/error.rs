@@ -55,6 +55,10 @@ pub enum ProxyError {
     ConnectFailed(#[source] BoxError),
     #[error("no response headers within {0:?}")]
     ResponseTimeout(std::time::Duration),
+    #[error("no response headers within the per-try timeout ({0:?})")]
+    PerTryTimeout(std::time::Duration),
+    #[error("reading the request body failed")]
+    ClientBody(#[source] BoxError),
     #[error("the target failed before answering")]
     UpstreamFailed(#[source] BoxError),
 }
@@ -62,25 +66,18 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => Side::Downstream,
+            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
+                Side::Downstream
+            }
             ProxyError::NotReady => Side::Internal,
             ProxyError::NoTargets { .. }
             | ProxyError::AllUnhealthy { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ConnectFailed(_)
             | ProxyError::ResponseTimeout(_)
+            | ProxyError::PerTryTimeout(_)
             | ProxyError::UpstreamFailed(_) => Side::Upstream,
         }
-    }
-
-    /// Whether the request surely never reached a target, so sending it again is safe.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::ConnectTimeout(_)
-                | ProxyError::ConnectFailed(_)
-                | ProxyError::NoTargets { .. }
-        )
     }
 
     pub fn no_target(upstream: &UpstreamPool, why: NoTarget) -> ProxyError {
@@ -110,14 +107,14 @@ impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::NotReady
             | ProxyError::NoTargets { .. }
             | ProxyError::AllUnhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::ResponseTimeout(_)
+            | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -136,13 +133,15 @@ impl ProxyError {
                 "message": "every target of this service is failing its health checks or ejected; retry later",
                 "retry_after_seconds": retry_after.as_secs(),
             }),
-            ProxyError::BadRequest(_) => serde_json::json!({ "error": "bad request" }),
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
+                serde_json::json!({ "error": "bad request" })
+            }
             ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => {
                 serde_json::json!({ "error": "bad gateway" })
             }
-            ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
-                serde_json::json!({ "error": "gateway timeout" })
-            }
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::ResponseTimeout(_)
+            | ProxyError::PerTryTimeout(_) => serde_json::json!({ "error": "gateway timeout" }),
         };
         let mut response = json_response(status, &body);
         if let ProxyError::AllUnhealthy { retry_after, .. } = self {
@@ -230,6 +229,16 @@ mod tests {
                 ProxyError::UpstreamFailed("reset".into()),
                 502,
                 Side::Upstream,
+            ),
+            (
+                ProxyError::PerTryTimeout(std::time::Duration::from_secs(1)),
+                504,
+                Side::Upstream,
+            ),
+            (
+                ProxyError::ClientBody("aborted".into()),
+                400,
+                Side::Downstream,
             ),
         ];
         for (error, status, side) in cases {

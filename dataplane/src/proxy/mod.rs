@@ -1,14 +1,18 @@
 //! The HTTP/1.1 proxy: the request path.
 //!
 //! Life of a request: load the applied config once (it stays for the whole request) → normalize
-//! the host and find the route → pick a target with the upstream's balancer → rewrite headers →
-//! send with the pooled client, waiting at most the route's timeout for response headers →
-//! stream the response back. Bodies are streamed both ways, never buffered. Every failure is a
+//! the host and find the route → read the body whole only if the route retries and it is small
+//! ([`body`]) → rewrite headers → attempts ([`forward`]): pick a target with the upstream's
+//! balancer, send with the pooled client within the per-try and total timeouts, observe the
+//! outcome, maybe retry elsewhere → stream the response back ([`response`]). Every failure is a
 //! [`ProxyError`] and becomes a response in [`ProxyError::into_response`].
 
+mod body;
 mod client;
 mod error;
+mod forward;
 pub mod headers;
+mod response;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -28,12 +31,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::Gateway;
-use crate::outlier::{self, Outcome};
 use crate::route::normalize_host;
-use crate::table::{RouteEntry, Target, Tried, UpstreamPool};
 
+pub use body::MAX_BUFFERED;
 pub use client::UpstreamClients;
 pub use error::{ProxyError, Side, json_response};
+pub use response::{Record, ResponseBody};
 
 /// Response bodies: streamed from a target, or a small body the gateway wrote itself.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -59,64 +62,29 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
-    ) -> Response<ProxyBody> {
-        match self.forward(request, client).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        }
-    }
-
-    async fn forward(
-        &self,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let active = self.gateway.active().ok_or(ProxyError::NotReady)?;
-        let raw_host = request_host(&request);
-        let host = normalize_host(raw_host);
+    ) -> Response<ResponseBody> {
+        let Some(active) = self.gateway.active() else {
+            return ResponseBody::unrouted(ProxyError::NotReady.into_response());
+        };
+        let host = normalize_host(request_host(&request));
         let path = request.uri().path();
         let Some((route, upstream)) = active.table.find(&host, path, request.method()) else {
-            return Err(ProxyError::NoRoute {
+            let error = ProxyError::NoRoute {
                 host: host.into_owned(),
                 path: path.to_string(),
-            });
-        };
-        let key = upstream
-            .hash_key
-            .as_ref()
-            .and_then(|key| key.hash(request.uri(), request.headers(), client.ip()));
-        let (_, target) = upstream
-            .pick(key, &Tried::default())
-            .map_err(|why| ProxyError::no_target(upstream, why))?;
-        let _in_flight = target.state.start_request();
-        let state = Arc::clone(&target.state);
-
-        let upstream_request = upstream_request(request, client, route, target)?;
-        let client = self.clients.get(upstream.connect_timeout);
-        let result =
-            match tokio::time::timeout(route.timeout, client.request(upstream_request)).await {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(error)) => Err(ProxyError::from_client(error)),
-                Err(_elapsed) => Err(ProxyError::ResponseTimeout(route.timeout)),
             };
-        outlier::observe(upstream, &state, outcome(&result));
-        let mut response =
-            result.inspect_err(|error| log_upstream_error(error, route, upstream, target))?;
-        headers::remove_hop_by_hop(response.headers_mut());
-        headers::add_via(response.headers_mut());
-        Ok(response.map(Either::Left))
-    }
-}
-
-/// How an attempt ended, for outlier detection.
-fn outcome<B>(result: &Result<Response<B>, ProxyError>) -> Outcome {
-    match result {
-        Ok(response) if response.status().is_server_error() => Outcome::ServerError,
-        Ok(_) => Outcome::Success,
-        Err(ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout(_)) => {
-            Outcome::ConnectFailure
+            return ResponseBody::unrouted(error.into_response());
+        };
+        let record = Record::new(route.load.start_request());
+        match self.forward(request, client, route, upstream).await {
+            Ok((response, in_flight)) => {
+                let mut response = response.map(Either::Left);
+                headers::remove_hop_by_hop(response.headers_mut());
+                headers::add_via(response.headers_mut());
+                ResponseBody::recorded(response, record.with_target(in_flight))
+            }
+            Err(error) => ResponseBody::recorded(error.into_response(), record),
         }
-        Err(_) => Outcome::ServerError,
     }
 }
 
@@ -133,64 +101,6 @@ fn request_host<B>(request: &Request<B>) -> &str {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("")
-}
-
-/// Turns the client's request into the one sent to `target`.
-fn upstream_request(
-    request: Request<Incoming>,
-    client: SocketAddr,
-    route: &RouteEntry,
-    target: &Target,
-) -> Result<Request<Incoming>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
-    let original_host = match parts.headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(e.into()))?;
-    parts.version = http::Version::HTTP_11;
-
-    let headers = &mut parts.headers;
-    headers::remove_hop_by_hop(headers);
-    // Keep the client's Host unless the route rewrites it (an absolute-form request had none).
-    if let Some(host) = &original_host {
-        headers.insert(header::HOST, host.clone());
-    }
-    headers::add_forwarding(headers, client.ip(), original_host.as_ref());
-    headers::apply_edits(headers, &route.request_headers);
-    Ok(Request::from_parts(parts, body))
-}
-
-fn log_upstream_error(
-    error: &ProxyError,
-    route: &RouteEntry,
-    upstream: &UpstreamPool,
-    target: &Target,
-) {
-    let cause = std::error::Error::source(error)
-        .map(source_chain)
-        .unwrap_or_default();
-    tracing::warn!(
-        route = %route.name,
-        upstream = %upstream.name,
-        target = %target.address,
-        side = %error.side(),
-        cause = %cause,
-        "{error}"
-    );
 }
 
 /// `a: b: c` for an error and its sources.

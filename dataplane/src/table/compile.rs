@@ -23,6 +23,7 @@ use super::{
 use crate::balance::{Balancer, HashKey, Policy, Weighted};
 use crate::health::{Check, DEFAULT_JITTER_PERCENT, HealthPolicy, HttpCheck};
 use crate::outlier::{DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_EJECTION, OutlierPolicy};
+use crate::retry::{DEFAULT_BUDGET_PERCENT, RetryOn, RetryPolicy};
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
 use crate::state::{TargetState, UpstreamState};
 
@@ -63,6 +64,10 @@ pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
                 upstream,
                 request_headers: header_edits(route.request_headers.as_ref(), &mut at),
                 timeout: millis_or(route.timeout_ms, DEFAULT_RESPONSE_TIMEOUT),
+                retry: retry_policy(route.retry.as_ref()),
+                connect_timeout: (route.connect_timeout_ms > 0)
+                    .then(|| Duration::from_millis(u64::from(route.connect_timeout_ms))),
+                load: Arc::default(),
             });
         }
     }
@@ -243,6 +248,20 @@ fn upstream(
         state: Arc::new(UpstreamState::default()),
         targets,
     }
+}
+
+fn retry_policy(retry: Option<&v1::RetryPolicy>) -> Option<RetryPolicy> {
+    let retry = retry.filter(|r| r.attempts > 0)?;
+    Some(RetryPolicy {
+        attempts: retry.attempts,
+        on: RetryOn::from_wire(&retry.on),
+        per_try_timeout: (retry.per_try_timeout_ms > 0)
+            .then(|| Duration::from_millis(u64::from(retry.per_try_timeout_ms))),
+        budget_percent: match retry.budget_percent {
+            0 => DEFAULT_BUDGET_PERCENT,
+            percent => percent.min(100),
+        },
+    })
 }
 
 fn all_unhealthy(

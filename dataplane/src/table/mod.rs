@@ -14,6 +14,7 @@ use http::{HeaderName, HeaderValue, Method};
 use crate::balance::{Balancer, Candidates, HashKey, Seed};
 use crate::health::HealthPolicy;
 use crate::outlier::OutlierPolicy;
+use crate::retry::{RetryPolicy, RouteLoad};
 use crate::route::RouteMatcher;
 use crate::state::{TargetState, UpstreamState};
 
@@ -41,8 +42,13 @@ pub struct RouteEntry {
     /// Index into the table's upstreams.
     upstream: usize,
     pub request_headers: HeaderEdits,
-    /// Time allowed for the upstream's response headers.
+    /// Time allowed for the upstream's response headers, retries included.
     pub timeout: Duration,
+    pub retry: Option<RetryPolicy>,
+    /// Overrides the upstream's connect timeout.
+    pub connect_timeout: Option<Duration>,
+    /// Requests and retries in flight, carried from table to table by route name.
+    pub(crate) load: Arc<RouteLoad>,
 }
 
 /// Header edits applied to the request sent upstream, in order: set, then remove.
@@ -135,6 +141,10 @@ impl RouteTable {
 
     pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamPool> {
         self.upstreams.iter()
+    }
+
+    pub(crate) fn routes_mut(&mut self) -> impl Iterator<Item = &mut RouteEntry> {
+        self.routes.iter_mut()
     }
 
     pub(crate) fn upstreams_mut(&mut self) -> impl Iterator<Item = &mut UpstreamPool> {

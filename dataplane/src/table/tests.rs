@@ -347,3 +347,35 @@ fn health_check_policies_compile_with_defaults() {
         ]
     );
 }
+
+#[test]
+fn retry_policies_and_connect_timeouts_compile_with_defaults() {
+    use crate::retry::RetryOn;
+    use gateway_proto::v1::{RetryOn as WireRetryOn, RetryPolicy as WirePolicy};
+
+    let mut config = sample();
+    config.routes[0].retry = Some(WirePolicy {
+        attempts: 2,
+        on: vec![WireRetryOn::Status503 as i32],
+        per_try_timeout_ms: 300,
+        budget_percent: 0,
+    });
+    config.routes[0].connect_timeout_ms = 250;
+    config.routes[1].retry = Some(WirePolicy::default());
+    let table = compile(&config).unwrap();
+    let (api, _) = table.find("api.example.com", "/", &Method::GET).unwrap();
+    let retry = api.retry.as_ref().unwrap();
+    assert_eq!(retry.attempts, 2);
+    assert!(retry.on.status(503) && !retry.on.connect_failure());
+    assert_eq!(retry.per_try_timeout, Some(Duration::from_millis(300)));
+    assert_eq!(retry.budget_percent, 20, "0 means 20");
+    assert_eq!(api.connect_timeout, Some(Duration::from_millis(250)));
+
+    let (web, _) = table.find("other", "/", &Method::GET).unwrap();
+    assert!(
+        web.retry.is_none(),
+        "0 attempts: no retry policy, so no buffering"
+    );
+    assert_eq!(web.connect_timeout, None, "0 keeps the upstream's");
+    assert_eq!(RetryOn::from_wire(&[]), RetryOn::DEFAULT);
+}

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,6 +195,8 @@ pub struct TestBackend {
     pub health: Arc<AtomicU16>,
     /// When not 0, every other request is answered with this status.
     pub fail_with: Arc<AtomicU16>,
+    /// Milliseconds every other request waits before its answer.
+    pub delay_ms: Arc<AtomicU64>,
     /// Requests served, `/healthz` excluded.
     pub requests: Arc<AtomicUsize>,
     /// `METHOD host` of each `/healthz` request.
@@ -221,15 +223,17 @@ impl TestBackend {
             address,
             health: Arc::new(AtomicU16::new(200)),
             fail_with: Arc::new(AtomicU16::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
             requests: Arc::new(AtomicUsize::new(0)),
             probes: Arc::default(),
             stop,
         };
-        let (health, fail_with, requests, probes) = (
+        let (health, fail_with, requests, probes, delay) = (
             backend.health.clone(),
             backend.fail_with.clone(),
             backend.requests.clone(),
             backend.probes.clone(),
+            backend.delay_ms.clone(),
         );
         tokio::spawn(async move {
             let mut stop_accepting = stopped.clone();
@@ -239,11 +243,12 @@ impl TestBackend {
                     _ = stop_accepting.wait_for(|stop| *stop) => return,
                 };
                 let Ok((stream, _)) = accepted else { return };
-                let (health, fail_with, requests, probes) = (
+                let (health, fail_with, requests, probes, delay) = (
                     health.clone(),
                     fail_with.clone(),
                     requests.clone(),
                     probes.clone(),
+                    delay.clone(),
                 );
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     if request.uri().path() == "/healthz" {
@@ -257,7 +262,8 @@ impl TestBackend {
                             host.unwrap_or_default()
                         ));
                     }
-                    respond(name, request, &health, &fail_with, &requests)
+                    let delay = Duration::from_millis(delay.load(Ordering::Relaxed));
+                    respond(name, request, &health, &fail_with, &requests, delay)
                 });
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
@@ -300,6 +306,7 @@ fn respond(
     health: &AtomicU16,
     fail_with: &AtomicU16,
     requests: &AtomicUsize,
+    delay: Duration,
 ) -> impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + use<> {
     let health = health.load(Ordering::Relaxed);
     let fail_with = fail_with.load(Ordering::Relaxed);
@@ -311,6 +318,9 @@ fn respond(
             let mut response = Response::new(Full::new(Bytes::from_static(b"health")));
             *response.status_mut() = http::StatusCode::from_u16(health).unwrap();
             return Ok(response);
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if fail_with != 0 {
             let response = Response::builder()
