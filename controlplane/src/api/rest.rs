@@ -10,16 +10,21 @@
 mod extract;
 mod problem;
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::v1::{Config, DeleteResponse, HealthCheckPolicy, Route, Upstream};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::extract::{JsonBody, MergePatch, Params, write_options};
 use crate::api;
+use crate::api::openapi;
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::page::Page;
@@ -39,32 +44,26 @@ struct AppState {
     store: Store,
 }
 
+/// The REST app: the open routes (probes, the document), and `/v1` behind authentication.
 pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Router {
     let state = AppState { service, store };
-    let open = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready));
-    let v1 = Router::new()
-        .merge(resource_routes::<Upstream>())
-        .merge(resource_routes::<Route>())
-        .merge(resource_routes::<HealthCheckPolicy>())
-        .route("/v1/apply", axum::routing::post(apply))
-        .route("/v1/dataplanes", get(dataplanes))
-        .route("/v1/dataplanes/{node_id}", get(dataplane))
-        .route("/v1/upstreams/{name}/health", get(upstream_health))
-        .route("/v1/traffic", get(traffic))
-        .route("/v1/status", get(status))
-        .route("/v1/versions", get(versions))
-        .route("/v1/versions/{version}", get(version))
-        .route("/v1/rollback", axum::routing::post(rollback))
-        .route("/v1/audit", get(audit))
-        .route("/v1/tokens", get(tokens).post(create_token))
-        .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
-        .layer(axum::middleware::from_fn_with_state(auth, api::auth::rest));
+    let (v1, v1_doc) = v1_routes().split_for_parts();
+    let (open, open_doc) = open_routes().split_for_parts();
+    let document = Arc::new(document_json(v1_doc, open_doc));
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(auth, api::auth::rest));
     open.merge(v1)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move {
+                    ([(header::CONTENT_TYPE, "application/json")], (*document).clone())
+                }
+            }),
+        )
         .fallback(|| async {
             ApiError::BadRequest(
-                "no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status"
+                "no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status and /openapi.json"
                     .into(),
             )
             .into_problem(StatusCode::NOT_FOUND)
@@ -73,22 +72,236 @@ pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Rout
         .with_state(state)
 }
 
-/// `/v1/<kind>` and `/v1/<kind>/{name}` for one resource kind.
-fn resource_routes<R: Referenced>() -> Router<AppState> {
-    Router::new()
-        .route(
-            &format!("/v1/{}", R::PLURAL),
-            get(list::<R>).post(create::<R>),
-        )
-        .route(
-            &format!("/v1/{}/{{name}}", R::PLURAL),
-            get(fetch::<R>)
-                .put(put::<R>)
-                .patch(patch::<R>)
-                .delete(delete::<R>),
-        )
+/// The OpenAPI document, pretty-printed, as `/openapi.json` serves it.
+#[cfg(test)]
+pub fn openapi_json() -> String {
+    let (_, v1_doc) = v1_routes().split_for_parts();
+    let (_, open_doc) = open_routes().split_for_parts();
+    document_json(v1_doc, open_doc)
 }
 
+fn document_json(mut v1: utoipa::openapi::OpenApi, open: utoipa::openapi::OpenApi) -> String {
+    v1.merge(open);
+    let document = openapi::finish(v1);
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+}
+
+/// Every `/v1` route with its description; the router and the document both come from here.
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upstreams::list, upstreams::create))
+        .routes(routes!(
+            upstreams::fetch,
+            upstreams::put,
+            upstreams::patch,
+            upstreams::delete
+        ))
+        .routes(routes!(routes::list, routes::create))
+        .routes(routes!(
+            routes::fetch,
+            routes::put,
+            routes::patch,
+            routes::delete
+        ))
+        .routes(routes!(health_checks::list, health_checks::create))
+        .routes(routes!(
+            health_checks::fetch,
+            health_checks::put,
+            health_checks::patch,
+            health_checks::delete
+        ))
+        .routes(routes!(apply))
+        .routes(routes!(dataplanes))
+        .routes(routes!(dataplane))
+        .routes(routes!(upstream_health))
+        .routes(routes!(traffic))
+        .routes(routes!(status))
+        .routes(routes!(versions))
+        .routes(routes!(version))
+        .routes(routes!(rollback))
+        .routes(routes!(audit))
+        .routes(routes!(tokens, create_token))
+        .routes(routes!(revoke_token))
+}
+
+/// The six operations of one resource kind, as thin described wrappers of the generic handlers
+/// (`#[utoipa::path]` needs one function per path and kind).
+macro_rules! resource_api {
+    ($module:ident, $r:ty, $body:ty, $page:ty, $tag:literal,
+     $collection:literal, $item:literal, $singular:literal, $plural:literal) => {
+        mod $module {
+            use super::*;
+
+            /// List, in name order, one page at a time, optionally only those with given labels.
+            #[utoipa::path(get, path = $collection, tag = $tag,
+                operation_id = concat!("List", $plural),
+                params(openapi::ListParams),
+                responses((status = 200, description = "One page", body = $page),
+                          openapi::ReadErrors))]
+            pub(super) async fn list(
+                state: State<AppState>,
+                params: Params,
+            ) -> Result<Response, ApiError> {
+                super::list::<$r>(state, params).await
+            }
+
+            /// Create; 409 if one with this name exists.
+            #[utoipa::path(post, path = $collection, tag = $tag,
+                operation_id = concat!("Create", $singular),
+                params(openapi::WriteQuery, openapi::Preconditions),
+                request_body = $body,
+                responses((status = 201, description = "Created (or would be, with validate_only)",
+                           body = $body, headers(
+                               ("ETag" = String, description = "The resource's ETag"),
+                               ("Location" = String, description = "The resource's URL"),
+                               ("x-config-version" = String, description = "The version the write produced"))),
+                          openapi::WriteErrors))]
+            pub(super) async fn create(
+                state: State<AppState>,
+                by: Extension<Principal>,
+                headers: HeaderMap,
+                params: Params,
+                body: JsonBody<$r>,
+            ) -> Result<Response, ApiError> {
+                super::create::<$r>(state, by, headers, params, body).await
+            }
+
+            /// Read one, with its ETag.
+            #[utoipa::path(get, path = $item, tag = $tag,
+                operation_id = concat!("Get", $singular),
+                params(("name" = String, Path, description = "The resource's name")),
+                responses((status = 200, description = "The resource", body = $body,
+                           headers(("ETag" = String, description = "The resource's ETag"))),
+                          openapi::ReadErrors))]
+            pub(super) async fn fetch(
+                state: State<AppState>,
+                name: Path<String>,
+                params: Params,
+            ) -> Result<Response, ApiError> {
+                super::fetch::<$r>(state, name, params).await
+            }
+
+            /// Create or replace by name (idempotent). The body's name may be omitted.
+            #[utoipa::path(put, path = $item, tag = $tag,
+                operation_id = concat!("Upsert", $singular),
+                params(("name" = String, Path, description = "The resource's name"),
+                       openapi::WriteQuery, openapi::Preconditions),
+                request_body = $body,
+                responses((status = 200, description = "Replaced (or already exactly this)",
+                           body = $body, headers(
+                               ("ETag" = String, description = "The resource's ETag"),
+                               ("x-config-version" = String, description = "The config version"))),
+                          (status = 201, description = "Created", body = $body, headers(
+                               ("ETag" = String, description = "The resource's ETag"),
+                               ("Location" = String, description = "The resource's URL"),
+                               ("x-config-version" = String, description = "The config version"))),
+                          openapi::WriteErrors))]
+            pub(super) async fn put(
+                state: State<AppState>,
+                by: Extension<Principal>,
+                name: Path<String>,
+                headers: HeaderMap,
+                params: Params,
+                body: JsonBody<$r>,
+            ) -> Result<Response, ApiError> {
+                super::put::<$r>(state, by, name, headers, params, body).await
+            }
+
+            /// Change some fields with a JSON merge patch, applied to the latest version.
+            #[utoipa::path(patch, path = $item, tag = $tag,
+                operation_id = concat!("Patch", $singular),
+                params(("name" = String, Path, description = "The resource's name"),
+                       openapi::WriteQuery, openapi::Preconditions),
+                request_body(content = openapi::MergePatch,
+                             content_type = "application/merge-patch+json"),
+                responses((status = 200, description = "Patched", body = $body, headers(
+                               ("ETag" = String, description = "The resource's ETag"),
+                               ("x-config-version" = String, description = "The config version"))),
+                          openapi::WriteErrors))]
+            pub(super) async fn patch(
+                state: State<AppState>,
+                by: Extension<Principal>,
+                name: Path<String>,
+                headers: HeaderMap,
+                params: Params,
+                body: MergePatch,
+            ) -> Result<Response, ApiError> {
+                super::patch::<$r>(state, by, name, headers, params, body).await
+            }
+
+            /// Delete; 409 while other resources refer to it.
+            #[utoipa::path(delete, path = $item, tag = $tag,
+                operation_id = concat!("Delete", $singular),
+                params(("name" = String, Path, description = "The resource's name"),
+                       openapi::WriteQuery, openapi::Preconditions),
+                responses((status = 200, description = "Deleted", body = openapi::body::DeleteResponse),
+                          openapi::WriteErrors))]
+            pub(super) async fn delete(
+                state: State<AppState>,
+                by: Extension<Principal>,
+                name: Path<String>,
+                headers: HeaderMap,
+                params: Params,
+            ) -> Result<Response, ApiError> {
+                super::delete::<$r>(state, by, name, headers, params).await
+            }
+        }
+    };
+}
+
+resource_api!(
+    upstreams,
+    Upstream,
+    openapi::body::Upstream,
+    openapi::page::UpstreamPage,
+    "upstreams",
+    "/v1/upstreams",
+    "/v1/upstreams/{name}",
+    "Upstream",
+    "Upstreams"
+);
+resource_api!(
+    routes,
+    Route,
+    openapi::body::Route,
+    openapi::page::RoutePage,
+    "routes",
+    "/v1/routes",
+    "/v1/routes/{name}",
+    "Route",
+    "Routes"
+);
+resource_api!(
+    health_checks,
+    HealthCheckPolicy,
+    openapi::body::HealthCheckPolicy,
+    openapi::page::HealthCheckPolicyPage,
+    "health-checks",
+    "/v1/health-checks",
+    "/v1/health-checks/{name}",
+    "HealthCheck",
+    "HealthChecks"
+);
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "probes", operation_id = "Healthz", security(()),
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: 200 once the store answers and its schema is in place.
+#[utoipa::path(get, path = "/readyz", tag = "probes", operation_id = "Readyz", security(()),
+    responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
+              (status = 503, description = "Not ready, and why", body = String, content_type = "text/plain")))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
@@ -202,13 +415,21 @@ async fn delete<R: Referenced>(
     let options = write_options(&headers, &params)?;
     let version = state.service.delete::<R>(&name, &options, &by).await?;
     Ok(with_version(
-        (StatusCode::OK, Json(json!({ "version": version }))).into_response(),
+        (StatusCode::OK, Json(DeleteResponse { version })).into_response(),
         version,
         options.validate_only,
     ))
 }
 
-/// `?validate_only`, `?prune` and `?selector=k=v` (repeatable): see `ApplyRequest`.
+/// Create or replace every resource given, in one transaction; `prune` also deletes what the body
+/// does not name.
+#[utoipa::path(post, path = "/v1/apply", tag = "config", operation_id = "Apply",
+    params(openapi::ApplyParams),
+    request_body = openapi::body::Config,
+    responses((status = 200, description = "Applied (or the plan, with validate_only)",
+               body = openapi::body::ApplyResponse,
+               headers(("x-config-version" = String, description = "The version the apply produced"))),
+              openapi::WriteErrors))]
 async fn apply(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
@@ -235,6 +456,11 @@ async fn apply(
     ))
 }
 
+/// Data planes in node-id order, with the version each applied or rejected.
+#[utoipa::path(get, path = "/v1/dataplanes", tag = "dataplanes", operation_id = "ListDataPlanes",
+    params(openapi::ListParams),
+    responses((status = 200, description = "One page", body = openapi::page::DataPlanePage),
+              openapi::ReadErrors))]
 async fn dataplanes(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     params.allow(LIST)?;
     let page = params.page("dataplanes")?;
@@ -245,6 +471,11 @@ async fn dataplanes(State(state): State<AppState>, params: Params) -> Result<Res
     Ok(Json(list_body(items)).into_response())
 }
 
+/// One data plane, with every error of its last rejection.
+#[utoipa::path(get, path = "/v1/dataplanes/{node_id}", tag = "dataplanes", operation_id = "GetDataPlane",
+    params(("node_id" = String, Path, description = "The data plane's node id")),
+    responses((status = 200, description = "The data plane", body = openapi::body::DataPlane),
+              openapi::ReadErrors))]
 async fn dataplane(
     State(state): State<AppState>,
     Path(node_id): Path<String>,
@@ -261,6 +492,11 @@ async fn dataplane(
     }
 }
 
+/// Each target of an upstream as seen by each connected data plane.
+#[utoipa::path(get, path = "/v1/upstreams/{name}/health", tag = "upstreams", operation_id = "GetUpstreamHealth",
+    params(("name" = String, Path, description = "The upstream's name")),
+    responses((status = 200, description = "Target health per data plane", body = openapi::body::UpstreamHealth),
+              openapi::ReadErrors))]
 async fn upstream_health(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -268,15 +504,27 @@ async fn upstream_health(
     Ok(Json(state.service.upstream_health(&name).await?).into_response())
 }
 
+/// Recent request rates per route and upstream, summed over data planes.
+#[utoipa::path(get, path = "/v1/traffic", tag = "status", operation_id = "GetTraffic",
+    responses((status = 200, description = "Traffic", body = openapi::body::Traffic),
+              openapi::ReadErrors))]
 async fn traffic(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.traffic().await?).into_response())
 }
 
+/// The current config version and how far each data plane is.
+#[utoipa::path(get, path = "/v1/status", tag = "status", operation_id = "GetStatus",
+    responses((status = 200, description = "Status", body = openapi::body::Status),
+              openapi::ReadErrors))]
 async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.status().await?).into_response())
 }
 
-/// `limit` is the older name of `page_size`.
+/// Config versions, newest first, with what each changed and who made it.
+#[utoipa::path(get, path = "/v1/versions", tag = "history", operation_id = "ListVersions",
+    params(openapi::VersionParams),
+    responses((status = 200, description = "One page", body = openapi::page::ConfigVersionPage),
+              openapi::ReadErrors))]
 async fn versions(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     params.allow(&["page_size", "page_token", "limit"])?;
     let size = match params.number("page_size")? {
@@ -287,6 +535,11 @@ async fn versions(State(state): State<AppState>, params: Params) -> Result<Respo
     Ok(Json(list_body(state.service.versions(&page).await?)).into_response())
 }
 
+/// One config version with its whole config.
+#[utoipa::path(get, path = "/v1/versions/{version}", tag = "history", operation_id = "GetVersion",
+    params(("version" = u64, Path, description = "The config version")),
+    responses((status = 200, description = "The version", body = openapi::body::ConfigVersion),
+              openapi::ReadErrors))]
 async fn version(
     State(state): State<AppState>,
     Path(version): Path<u64>,
@@ -294,6 +547,13 @@ async fn version(
     Ok(Json(state.service.version(version).await?).into_response())
 }
 
+/// Make an earlier version's content current again, as a new version.
+#[utoipa::path(post, path = "/v1/rollback", tag = "history", operation_id = "Rollback",
+    request_body = openapi::body::RollbackRequest,
+    responses((status = 200, description = "Rolled back (or would be, with validate_only)",
+               body = openapi::body::ApplyResponse,
+               headers(("x-config-version" = String, description = "The version the rollback produced"))),
+              openapi::WriteErrors))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
@@ -311,6 +571,11 @@ async fn rollback(
     ))
 }
 
+/// Who changed what, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "ListAudit",
+    params(openapi::AuditParams),
+    responses((status = 200, description = "One page", body = openapi::page::AuditEntryPage),
+              openapi::ReadErrors))]
 async fn audit(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     params.allow(&["page_size", "page_token", "actor"])?;
     let page = params.page("audit")?;
@@ -319,12 +584,22 @@ async fn audit(State(state): State<AppState>, params: Params) -> Result<Response
     Ok(Json(list_body(page)).into_response())
 }
 
+/// API tokens, without their secrets (admin only).
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "ListTokens",
+    params(openapi::TokenListParams),
+    responses((status = 200, description = "One page", body = openapi::page::TokenPage),
+              openapi::ReadErrors))]
 async fn tokens(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     params.allow(&["page_size", "page_token"])?;
     let page = params.page("tokens")?;
     Ok(Json(list_body(state.service.tokens(&page).await?)).into_response())
 }
 
+/// Create a token (admin only); the answer holds its secret, shown only this once.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", operation_id = "CreateToken",
+    request_body = openapi::body::CreateTokenRequest,
+    responses((status = 201, description = "Created", body = openapi::body::CreateTokenResponse),
+              openapi::WriteErrors))]
 async fn create_token(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -342,6 +617,10 @@ async fn create_token(
     Ok(response)
 }
 
+/// Revoke a token (admin only): it stops working at once.
+#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens", operation_id = "RevokeToken",
+    params(("name" = String, Path, description = "The token's name")),
+    responses((status = 204, description = "Revoked"), openapi::WriteErrors))]
 async fn revoke_token(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

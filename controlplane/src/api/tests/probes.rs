@@ -92,3 +92,14 @@ async fn reflection_describes_every_service() {
     };
     assert!(!files.file_descriptor_proto.is_empty());
 }
+
+#[tokio::test]
+async fn openapi_document_is_served_without_a_token() {
+    let server = TestServer::start().await;
+    let reply = server.call(hyper::Method::GET, "/openapi.json", None).await;
+    assert_eq!(reply.status, hyper::StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let expected: serde_json::Value =
+        serde_json::from_str(&crate::api::rest::openapi_json()).unwrap();
+    assert_eq!(reply.body, expected);
+}
