@@ -6,6 +6,9 @@
 //! the old table. A broken stream is retried forever with jittered exponential backoff,
 //! rotating through the control-plane addresses; the last table keeps serving meanwhile.
 //!
+//! The same stream carries reports (see [`crate::report`]): the whole health view after `Hello`
+//! and, debounced, after every transition; traffic deltas every few seconds.
+//!
 //! Runs as its own task and compiles on the blocking pool: it never holds up requests.
 
 use std::collections::BTreeMap;
@@ -19,11 +22,13 @@ use gateway_proto::v1::{
 };
 use rand::Rng;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::app::{ApplyError, ConfigSource, Gateway};
 use crate::cache::SnapshotCache;
+use crate::report::{self, HEALTH_DEBOUNCE, TRAFFIC_INTERVAL, TrafficTaker};
 
 /// Snapshots carry the whole config; 10,000 routes are a few MiB, so leave ample room.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -59,6 +64,7 @@ pub struct DiscoveryClient {
     identity: NodeIdentity,
     gateway: Arc<Gateway>,
     cache: Option<SnapshotCache>,
+    traffic_interval: Duration,
 }
 
 impl DiscoveryClient {
@@ -91,16 +97,24 @@ impl DiscoveryClient {
             identity,
             gateway,
             cache,
+            traffic_interval: TRAFFIC_INTERVAL,
         })
+    }
+
+    /// How often traffic is reported (tests shorten it).
+    pub fn with_traffic_interval(mut self, interval: Duration) -> DiscoveryClient {
+        self.traffic_interval = interval.max(Duration::from_millis(1));
+        self
     }
 
     /// Keeps a stream to some control plane open, forever.
     pub async fn run(self) {
         let mut backoff = Backoff::default();
+        let mut traffic = TrafficTaker::default();
         for endpoint in self.endpoints.iter().cycle() {
             let address = endpoint.uri().to_string();
             let mut applied_any = false;
-            let result = self.session(endpoint, &mut applied_any).await;
+            let result = self.session(endpoint, &mut applied_any, &mut traffic).await;
             self.gateway.set_connected(false);
             if applied_any {
                 backoff.reset();
@@ -123,12 +137,14 @@ impl DiscoveryClient {
         &self,
         endpoint: &Endpoint,
         applied_any: &mut bool,
+        traffic: &mut TrafficTaker,
     ) -> Result<(), DiscoveryError> {
         let channel = endpoint.connect().await.map_err(DiscoveryError::Connect)?;
         let mut client = client(channel);
         let (outbound, receiver) = mpsc::channel(8);
-        // The queue is empty and `receiver` is alive: this cannot fail.
+        // The queue is empty and `receiver` is alive: these cannot fail.
         let _ = outbound.send(self.hello()).await;
+        let _ = outbound.send(self.health()).await;
         let mut inbound = client
             .stream(ReceiverStream::new(receiver))
             .await
@@ -136,29 +152,73 @@ impl DiscoveryClient {
             .into_inner();
         self.gateway.set_connected(true);
         tracing::info!(control_plane = %endpoint.uri(), "connected to the control plane");
-        while let Some(message) = inbound.message().await.map_err(DiscoveryError::Stream)? {
-            match message {
-                ControlPlaneMessage {
-                    kind: Some(control_plane_message::Kind::Snapshot(snapshot)),
-                } => {
-                    let (reply, applied) = self.handle_snapshot(snapshot).await;
-                    if outbound.send(reply).await.is_err() {
-                        return Err(DiscoveryError::Closed);
-                    }
-                    if let Some(applied) = applied {
-                        *applied_any = true;
-                        // After the ACK, one write at a time so an older snapshot never lands last.
-                        if let Some(cache) = &self.cache {
-                            write_cache(cache.clone(), applied).await;
-                        }
-                    }
+        let changes = self.gateway.carried().changes();
+        let mut health_due: Option<Instant> = None;
+        let mut traffic_ticks = tokio::time::interval_at(
+            Instant::now() + self.traffic_interval,
+            self.traffic_interval,
+        );
+        traffic_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = inbound.message() => {
+                    let Some(message) = message.map_err(DiscoveryError::Stream)? else {
+                        return Ok(());
+                    };
+                    self.handle(message, &outbound, applied_any).await?;
                 }
-                ControlPlaneMessage { kind: None } => {
-                    tracing::debug!("ignoring a control-plane message of an unknown kind");
+                () = changes.notified(), if health_due.is_none() => {
+                    health_due = Some(Instant::now() + HEALTH_DEBOUNCE);
+                }
+                () = sleep_until(health_due.unwrap_or_else(Instant::now)), if health_due.is_some() => {
+                    health_due = None;
+                    send(&outbound, self.health()).await?;
+                }
+                _ = traffic_ticks.tick() => {
+                    let report = traffic.take(self.gateway.carried());
+                    send(&outbound, DataPlaneMessage {
+                        kind: Some(data_plane_message::Kind::Traffic(report)),
+                    })
+                    .await?;
                 }
             }
         }
+    }
+
+    async fn handle(
+        &self,
+        message: ControlPlaneMessage,
+        outbound: &mpsc::Sender<DataPlaneMessage>,
+        applied_any: &mut bool,
+    ) -> Result<(), DiscoveryError> {
+        match message {
+            ControlPlaneMessage {
+                kind: Some(control_plane_message::Kind::Snapshot(snapshot)),
+            } => {
+                let (reply, applied) = self.handle_snapshot(snapshot).await;
+                send(outbound, reply).await?;
+                if let Some(applied) = applied {
+                    *applied_any = true;
+                    // After the ACK, one write at a time so an older snapshot never lands last.
+                    if let Some(cache) = &self.cache {
+                        write_cache(cache.clone(), applied).await;
+                    }
+                }
+            }
+            ControlPlaneMessage { kind: None } => {
+                tracing::debug!("ignoring a control-plane message of an unknown kind");
+            }
+        }
         Ok(())
+    }
+
+    /// The whole health view, replacing whatever the control plane held from this data plane.
+    fn health(&self) -> DataPlaneMessage {
+        DataPlaneMessage {
+            kind: Some(data_plane_message::Kind::Health(report::health_report(
+                self.gateway.carried(),
+            ))),
+        }
     }
 
     fn hello(&self) -> DataPlaneMessage {
@@ -216,6 +276,16 @@ impl DiscoveryClient {
             }
         }
     }
+}
+
+async fn send(
+    outbound: &mpsc::Sender<DataPlaneMessage>,
+    message: DataPlaneMessage,
+) -> Result<(), DiscoveryError> {
+    outbound
+        .send(message)
+        .await
+        .map_err(|_| DiscoveryError::Closed)
 }
 
 fn client(channel: Channel) -> DiscoveryServiceClient<Channel> {

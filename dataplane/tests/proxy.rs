@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gateway_proto::v1::{Config, HashOn, Header, HeaderRewrite, LoadBalancingPolicy, hash_on};
 use http::StatusCode;
-use support::{Harness, backend, closed_address, route, upstream};
+use support::{Harness, TestBackend, backend, closed_address, route, upstream};
 
 #[tokio::test]
 async fn forwards_with_forwarding_headers_edits_and_round_robin() {
@@ -191,4 +191,57 @@ async fn random_and_least_request_reach_every_target() {
             harness.backends(40).await.into_iter().collect();
         assert_eq!(seen.len(), 2, "{policy:?}");
     }
+}
+
+#[tokio::test]
+async fn traffic_is_counted_by_route_and_upstream_and_status_class() {
+    let live = TestBackend::start("live").await;
+    let dead = closed_address().await;
+    let harness = Harness::start().await;
+    harness
+        .apply(
+            1,
+            Config {
+                upstreams: vec![
+                    upstream("live", &[live.address.to_string()]),
+                    upstream("dead", &[dead.to_string()]),
+                ],
+                routes: vec![
+                    route("dead", &["dead.example.com"], "/", "dead"),
+                    route("live", &["h"], "/", "live"),
+                ],
+                health_checks: vec![],
+            },
+        )
+        .await;
+    harness.send("h", "/", "12345").await;
+    harness.send("h", "/", "").await;
+    live.fail_with
+        .store(503, std::sync::atomic::Ordering::Relaxed);
+    harness.send("h", "/", "").await;
+    assert_eq!(
+        harness.send("dead.example.com", "/", "").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    harness.send("nowhere", "/nothing", "").await;
+
+    let (routes, upstreams) = harness.gateway.carried().take_traffic();
+    let names: Vec<&str> = routes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["dead", "live"],
+        "only routes with traffic; no route, no counters"
+    );
+    assert_eq!(routes[1].status_classes, [0, 2, 0, 0, 1, 0]);
+    assert_eq!(routes[1].bytes_in, 5);
+    assert!(routes[1].bytes_out > 0);
+    assert_eq!(
+        routes[0].status_classes,
+        [0, 0, 0, 0, 0, 1],
+        "the gateway's own 502 has no upstream status"
+    );
+    assert_eq!(upstreams.len(), 2);
+    assert_eq!(upstreams[1].status_classes, routes[1].status_classes);
+    let (routes, _) = harness.gateway.carried().take_traffic();
+    assert!(routes.is_empty(), "taken: the next report starts from zero");
 }

@@ -6,6 +6,9 @@
 //! - a larger body is streamed; for an idempotent method it stays in a [`Reclaimable`] slot, so
 //!   an attempt that never read it (a connect failure) leaves it for the next attempt; for other
 //!   methods it is sent once.
+//!
+//! A [`BodyMeter`] counts the bytes received from the client and adds them to the route's and
+//! upstream's traffic once, when the body is done with.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,9 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use crate::state::{RouteState, UpstreamState};
+use crate::table::{RouteEntry, UpstreamPool};
 
 /// Bodies up to this size are buffered when the route retries.
 pub const MAX_BUFFERED: usize = 64 * 1024;
@@ -40,6 +46,32 @@ pub enum RequestBody {
 pub struct StreamedBody {
     prefix: Option<Bytes>,
     rest: Incoming,
+    meter: BodyMeter,
+}
+
+/// Bytes received from the client, added to the traffic counters when dropped.
+#[derive(Debug)]
+pub struct BodyMeter {
+    route: Arc<RouteState>,
+    upstream: Arc<UpstreamState>,
+    received: u64,
+}
+
+impl BodyMeter {
+    pub fn new(route: &RouteEntry, upstream: &UpstreamPool) -> BodyMeter {
+        BodyMeter {
+            route: Arc::clone(&route.state),
+            upstream: Arc::clone(&upstream.state),
+            received: 0,
+        }
+    }
+}
+
+impl Drop for BodyMeter {
+    fn drop(&mut self) {
+        self.route.traffic.add_bytes_in(self.received);
+        self.upstream.traffic.add_bytes_in(self.received);
+    }
 }
 
 /// A streamed body shared with the attempt sending it.
@@ -55,6 +87,7 @@ impl RequestBody {
         body: Incoming,
         retrying: bool,
         idempotent: bool,
+        mut meter: BodyMeter,
     ) -> Result<RequestBody, hyper::Error> {
         if body.is_end_stream() {
             return Ok(RequestBody::Empty);
@@ -63,6 +96,7 @@ impl RequestBody {
             return Ok(RequestBody::Streamed(Some(StreamedBody {
                 prefix: None,
                 rest: body,
+                meter,
             })));
         }
         let large = |body: StreamedBody| {
@@ -84,6 +118,7 @@ impl RequestBody {
             return Ok(large(StreamedBody {
                 prefix: None,
                 rest: body,
+                meter,
             }));
         }
         let mut body = body;
@@ -92,10 +127,12 @@ impl RequestBody {
             match frame?.into_data() {
                 Ok(chunk) => {
                     data.extend_from_slice(&chunk);
+                    meter.received += chunk.len() as u64;
                     if data.len() > MAX_BUFFERED {
                         return Ok(large(StreamedBody {
                             prefix: Some(data.freeze()),
                             rest: body,
+                            meter,
                         }));
                     }
                 }
@@ -157,7 +194,13 @@ impl StreamedBody {
         if let Some(prefix) = self.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        let frame = Pin::new(&mut self.rest).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            self.meter.received += data.len() as u64;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -15,7 +15,7 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{RequestBody, UpstreamBody};
+use super::body::{BodyMeter, RequestBody, UpstreamBody};
 use super::{Proxy, ProxyError, headers, source_chain};
 use crate::outlier::{self, Outcome};
 use crate::retry::{self, ActiveRetry, RetryOn};
@@ -40,7 +40,8 @@ impl Proxy {
             .and_then(|key| key.hash(request.uri(), request.headers(), client.ip()));
         let (mut parts, body) = request.into_parts();
         let idempotent = retry::is_idempotent(&parts.method);
-        let prepared = RequestBody::prepare(body, route.retry.is_some(), idempotent);
+        let meter = BodyMeter::new(route, upstream);
+        let prepared = RequestBody::prepare(body, route.retry.is_some(), idempotent, meter);
         let mut body = match tokio::time::timeout_at(deadline, prepared).await {
             Ok(Ok(body)) => body,
             Ok(Err(error)) => return Err(ProxyError::ClientBody(error.into())),
@@ -96,7 +97,7 @@ impl Proxy {
             if !worth_retrying {
                 return result.inspect_err(|e| log_failure(e, route, upstream, target));
             }
-            let Some(guard) = route.load.try_start_retry(policy.budget_percent) else {
+            let Some(guard) = route.state.load.try_start_retry(policy.budget_percent) else {
                 tracing::debug!(route = %route.name, upstream = %upstream.name, "retry budget spent; not retrying");
                 return result.inspect_err(|e| log_failure(e, route, upstream, target));
             };

@@ -75,13 +75,14 @@ impl Proxy {
             };
             return ResponseBody::unrouted(error.into_response());
         };
-        let record = Record::new(route.load.start_request());
+        let record = Record::new(route, upstream);
         match self.forward(request, client, route, upstream).await {
             Ok((response, in_flight)) => {
+                let record = record.answered(response.status(), in_flight);
                 let mut response = response.map(Either::Left);
                 headers::remove_hop_by_hop(response.headers_mut());
                 headers::add_via(response.headers_mut());
-                ResponseBody::recorded(response, record.with_target(in_flight))
+                ResponseBody::recorded(response, record)
             }
             Err(error) => ResponseBody::recorded(error.into_response(), record),
         }

@@ -67,7 +67,7 @@ pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
                 retry: retry_policy(route.retry.as_ref()),
                 connect_timeout: (route.connect_timeout_ms > 0)
                     .then(|| Duration::from_millis(u64::from(route.connect_timeout_ms))),
-                load: Arc::default(),
+                state: Arc::default(),
             });
         }
     }

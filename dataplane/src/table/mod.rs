@@ -14,9 +14,9 @@ use http::{HeaderName, HeaderValue, Method};
 use crate::balance::{Balancer, Candidates, HashKey, Seed};
 use crate::health::HealthPolicy;
 use crate::outlier::OutlierPolicy;
-use crate::retry::{RetryPolicy, RouteLoad};
+use crate::retry::RetryPolicy;
 use crate::route::RouteMatcher;
-use crate::state::{TargetState, UpstreamState};
+use crate::state::{RouteState, TargetState, UpstreamState};
 
 pub use compile::compile;
 
@@ -47,8 +47,8 @@ pub struct RouteEntry {
     pub retry: Option<RetryPolicy>,
     /// Overrides the upstream's connect timeout.
     pub connect_timeout: Option<Duration>,
-    /// Requests and retries in flight, carried from table to table by route name.
-    pub(crate) load: Arc<RouteLoad>,
+    /// Load and traffic, carried from table to table by route name.
+    pub(crate) state: Arc<RouteState>,
 }
 
 /// Header edits applied to the request sent upstream, in order: set, then remove.

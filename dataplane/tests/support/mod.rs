@@ -18,8 +18,8 @@ use gateway_proto::hash::config_hash;
 use gateway_proto::v1::discovery_service_server::{DiscoveryService, DiscoveryServiceServer};
 use gateway_proto::v1::{
     Config, ControlPlaneMessage, DataPlaneMessage, HealthCheckPolicy, HttpHealthCheck, Route,
-    RouteMatch, Snapshot, Target, Upstream, control_plane_message, health_check_policy,
-    route_match::Path,
+    RouteMatch, Snapshot, Target, Upstream, control_plane_message, data_plane_message::Kind,
+    health_check_policy, route_match::Path,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -104,6 +104,8 @@ pub fn snapshot(version: u64, config: Config) -> Snapshot {
 pub struct Session {
     pub inbound: Streaming<DataPlaneMessage>,
     pub outbound: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+    /// Reports received while waiting for something else.
+    pub reports: Vec<DataPlaneMessage>,
 }
 
 impl Session {
@@ -114,7 +116,40 @@ impl Session {
         self.outbound.send(Ok(message)).await.unwrap();
     }
 
+    /// The next protocol message (Hello, ACK, NACK); reports are kept for [`Session::report`].
     pub async fn receive(&mut self) -> DataPlaneMessage {
+        loop {
+            let message = self.next().await;
+            match message.kind {
+                Some(Kind::Health(_) | Kind::Traffic(_)) => self.reports.push(message),
+                _ => return message,
+            }
+        }
+    }
+
+    /// The first report (kept or coming) that `pick` accepts; a protocol message arriving
+    /// meanwhile fails the test.
+    pub async fn report<T>(&mut self, mut pick: impl FnMut(&Kind) -> Option<T>) -> T {
+        let kept = std::mem::take(&mut self.reports);
+        for message in kept {
+            if let Some(found) = message.kind.as_ref().and_then(&mut pick) {
+                return found;
+            }
+        }
+        loop {
+            let message = self.next().await;
+            match &message.kind {
+                Some(kind @ (Kind::Health(_) | Kind::Traffic(_))) => {
+                    if let Some(found) = pick(kind) {
+                        return found;
+                    }
+                }
+                other => panic!("expected a report, got {other:?}"),
+            }
+        }
+    }
+
+    async fn next(&mut self) -> DataPlaneMessage {
         tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
             .await
             .expect("the data plane answers within 10 s")
@@ -140,6 +175,7 @@ impl DiscoveryService for FakeControlPlane {
         let session = Session {
             inbound: request.into_inner(),
             outbound,
+            reports: Vec::new(),
         };
         self.sessions
             .send(session)
