@@ -138,6 +138,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut revision = 0_u64;
     snapshot_sizes(&flags, &cp, &config, &mut revision, &mut report).await?;
+    let (rss, _) = memory_kib(cp_pid)?;
+    report.add(
+        format!("control plane RSS, {scale}, no data plane connected"),
+        mib(rss),
+    );
 
     let mut fleet = Fleet::default();
     for &size in &flags.fleets {
