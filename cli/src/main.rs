@@ -7,16 +7,21 @@
 //! `diff` alone follows `diff(1)`: 0 no difference, 1 differences, 2 any error.
 
 mod commands;
+mod contexts;
 mod flags;
 mod output;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap_complete::Shell;
 
 use commands::Context;
 use commands::apply::ApplyArgs;
 use commands::audit::AuditArgs;
+use commands::config::ConfigCommand;
 use commands::dataplane::DataPlaneCommand;
 use commands::diff::DiffArgs;
 use commands::healthcheck::HealthCheckCommand;
@@ -24,23 +29,32 @@ use commands::history::{HistoryArgs, RollbackArgs};
 use commands::route::RouteCommand;
 use commands::token::TokenCommand;
 use commands::upstream::UpstreamCommand;
+use commands::version::VersionArgs;
+use contexts::{ContextFile, Overrides, Source};
 use output::Format;
 
 /// Manage the API gateway: upstreams, routes, health checks, and the data planes that serve them.
 #[derive(Debug, Parser)]
-#[command(name = "gatewayctl", version, propagate_version = true)]
+#[command(
+    name = "gatewayctl",
+    version,
+    propagate_version = true,
+    after_help = "\
+Where to connect and with which token: a flag, else its GATEWAYCTL_* variable, else the context
+(--context, else the current context of $XDG_CONFIG_HOME/gatewayctl/config.yaml; see
+`gatewayctl config`), else http://127.0.0.1:9090 without a token."
+)]
 struct Cli {
-    /// Control plane's gRPC address
+    /// Control plane's gRPC address [default: the context's, else http://127.0.0.1:9090]
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
         env = "GATEWAYCTL_SERVER",
-        default_value = "http://127.0.0.1:9090",
         value_parser = flags::server_url
     )]
-    server: String,
-    /// Bearer token sent with every request
+    server: Option<String>,
+    /// Bearer token sent with every request (a file or a context keeps it off the command line)
     #[arg(
         long,
         global = true,
@@ -49,6 +63,24 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// File holding the bearer token
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GATEWAYCTL_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    token_file: Option<PathBuf>,
+    /// Context of the config file to use [default: its current context]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GATEWAYCTL_CONTEXT",
+        value_name = "NAME"
+    )]
+    context: Option<String>,
     /// Output format
     #[arg(
         short,
@@ -116,6 +148,23 @@ one config version (named in a leading comment). -o json prints one gateway.v1.C
 Changes read +created ~updated -deleted, e.g. `+route/a ~upstream/web -route/b`. -o wide adds
 each version's content hash; -o json and -o yaml print every change of every version.")]
     History(HistoryArgs),
+    /// Contexts: named control planes and their tokens, in the config file
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script
+    #[command(after_help = "\
+Examples:
+  gatewayctl completion bash > ~/.local/share/bash-completion/completions/gatewayctl
+  gatewayctl completion zsh > \"${fpath[1]}/_gatewayctl\"
+  gatewayctl completion fish > ~/.config/fish/completions/gatewayctl.fish")]
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the client's and the control plane's versions
+    Version(VersionArgs),
     /// Who changed what and when, newest first
     #[command(after_help = "\
 Every config write and token change has one entry: time, actor (the token's name, `bootstrap`
@@ -138,7 +187,31 @@ nothing and says so.")]
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let format = cli.output;
+    // Commands that need no control plane, and so no context.
+    match cli.command {
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gatewayctl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Config { command } => {
+            return match commands::config::run(format, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -146,7 +219,24 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
-    let ctx = Context::new(cli.server, cli.token, cli.output);
+    if let Command::Version(args) = &cli.command
+        && args.client_only()
+    {
+        return match runtime.block_on(commands::version::run(None, format)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    let is_diff = matches!(cli.command, Command::Diff(_));
+    let ctx = match connection(&cli, &matches) {
+        Ok(target) => Context::new(target.server, target.token, format),
+        // diff exits 2 on any error.
+        Err(e) if is_diff => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+        Err(e) => return fail(&e),
+    };
     if let Command::Diff(args) = cli.command {
         // diff's own exit status: 0 same, 1 different, 2 error.
         return commands::diff::exit_code(&runtime.block_on(commands::diff::run(&ctx, args)));
@@ -154,6 +244,30 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&ctx, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// The server and token: flags, then the environment, then the context file.
+fn connection(cli: &Cli, matches: &clap::ArgMatches) -> anyhow::Result<contexts::Target> {
+    let (file, path) = match ContextFile::path() {
+        Ok(path) => (ContextFile::load(&path)?, path),
+        // No home: no context file, which is fine unless one is asked for.
+        Err(_) => (ContextFile::default(), PathBuf::from("config.yaml")),
+    };
+    contexts::resolve(overrides(cli, matches), &file, &path)
+}
+
+/// What the command line and the environment say, each token setting with where it came from.
+fn overrides(cli: &Cli, matches: &clap::ArgMatches) -> Overrides {
+    let source = |id: &str| match matches.value_source(id) {
+        Some(ValueSource::CommandLine) => Source::Flag,
+        _ => Source::Environment,
+    };
+    Overrides {
+        server: cli.server.clone(),
+        token: cli.token.clone().map(|t| (t, source("token"))),
+        token_file: cli.token_file.clone().map(|p| (p, source("token_file"))),
+        context: cli.context.clone(),
     }
 }
 
@@ -172,6 +286,9 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Token { command } => commands::token::run(ctx, command).await,
         Command::Audit(args) => commands::audit::run(ctx, args).await,
         Command::Top(args) => commands::top::run(ctx, args).await,
+        Command::Version(_) => commands::version::run(Some(ctx), ctx.format).await,
+        // Handled before connecting.
+        Command::Config { .. } | Command::Completion { .. } => Ok(()),
     }
 }
 
@@ -220,12 +337,51 @@ mod tests {
             "gatewayctl token revoke ci",
             "gatewayctl audit",
             "gatewayctl audit --limit 5 --actor ci -o yaml",
+            "gatewayctl route list -o name",
+            "gatewayctl upstream list -l team=web -l env=prod",
+            "gatewayctl apply -f gateway.yaml --dry-run",
+            "gatewayctl apply -f gateway.yaml --prune --selector team=web",
+            "gatewayctl apply -f gateway.yaml --prune --dry-run",
+            "gatewayctl config get-contexts",
+            "gatewayctl config use-context prod",
+            "gatewayctl config set-context prod --server http://cp:9090 --token-file /run/token --use",
+            "gatewayctl config current-context",
+            "gatewayctl config delete-context old",
+            "gatewayctl completion bash",
+            "gatewayctl completion zsh",
+            "gatewayctl completion fish",
+            "gatewayctl version",
+            "gatewayctl version --client -o json",
+            "gatewayctl --context prod --token-file /run/token status",
             "gatewayctl -o yaml --server http://cp:9090 route get api",
         ] {
             let args = line.split_whitespace();
             if let Err(e) = Cli::try_parse_from(args) {
                 panic!("{line}: {e}");
             }
+        }
+    }
+
+    #[test]
+    fn flags_are_told_apart_from_the_environment() {
+        let matches = Cli::command()
+            .try_get_matches_from(["gatewayctl", "--token-file", "/run/token", "status"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let overrides = overrides(&cli, &matches);
+        assert_eq!(
+            overrides.token_file,
+            Some((PathBuf::from("/run/token"), Source::Flag))
+        );
+    }
+
+    #[test]
+    fn completion_scripts_are_generated() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gatewayctl", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            assert!(script.contains("use-context"), "{shell}");
         }
     }
 
@@ -257,6 +413,11 @@ mod tests {
             "gatewayctl history --limit -1",
             "gatewayctl apply -f gateway.yaml --timeout 5s",
             "gatewayctl apply -f gateway.yaml --wait --timeout soon",
+            "gatewayctl apply -f gateway.yaml --selector team=web",
+            "gatewayctl apply -f gateway.yaml --dry-run --wait",
+            "gatewayctl completion powershell-ish",
+            "gatewayctl config set-context prod --token-file a --token-stdin",
+            "gatewayctl route list -l novalue",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line}");

@@ -28,6 +28,8 @@ pub enum Format {
     Json,
     // Apply-file documents (`kind:` first), separated by `---`.
     Yaml,
+    // One `kind/name` per line, for scripts (`gatewayctl route list -o name | xargs …`).
+    Name,
 }
 
 /// Something shown as one row of a table.
@@ -37,6 +39,10 @@ pub trait Row {
     const NARROW: usize;
     /// One cell per header.
     fn cells(&self) -> Vec<String>;
+    /// What `-o name` prints for it, e.g. `dataplane/dp-1`; by default its first cell.
+    fn reference(&self) -> String {
+        self.cells().into_iter().next().unwrap_or_default()
+    }
 }
 
 /// An apply-file document: a resource with its `kind` and `api_version` in front.
@@ -64,14 +70,25 @@ pub fn resources<R: Resource + Serialize + Row>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Yaml => emit(&yaml_resources(items)?),
+        Format::Name => emit(&lines(items.iter().map(|r| resource_ref(r)))),
         _ => rows(format, items, noun),
     }
+}
+
+/// `upstream/web`: the name `-o name` prints.
+pub fn resource_ref<R: Resource>(item: &R) -> String {
+    gateway_proto::kind::resource_ref(R::KIND, item.name())
+}
+
+fn lines(items: impl Iterator<Item = String>) -> String {
+    items.map(|line| format!("{line}\n")).collect()
 }
 
 /// Renders one resource: a vertical table, the JSON message, or one apply-file document.
 pub fn resource<R: Resource + Serialize + Row>(format: Format, item: &R) -> anyhow::Result<()> {
     match format {
         Format::Yaml => emit(&yaml(&document(item))?),
+        Format::Name => emit(&lines(std::iter::once(resource_ref(item)))),
         _ => one(format, item),
     }
 }
@@ -81,6 +98,7 @@ pub fn rows<T: Serialize + Row>(format: Format, items: &[T], noun: &str) -> anyh
     match format {
         Format::Json => emit(&json(&items)?),
         Format::Yaml => emit(&yaml_documents(items)?),
+        Format::Name => emit(&lines(items.iter().map(Row::reference))),
         Format::Table | Format::Wide if items.is_empty() => {
             eprintln!("no {noun}");
             Ok(())
@@ -108,6 +126,7 @@ pub fn one<T: Serialize + Row>(format: Format, item: &T) -> anyhow::Result<()> {
     match format {
         Format::Json => emit(&json(item)?),
         Format::Yaml => emit(&yaml(item)?),
+        Format::Name => emit(&lines(std::iter::once(item.reference()))),
         Format::Table | Format::Wide => {
             let mut table = new_table();
             for (header, value) in T::HEADERS.iter().zip(item.cells()) {
@@ -118,13 +137,19 @@ pub fn one<T: Serialize + Row>(format: Format, item: &T) -> anyhow::Result<()> {
     }
 }
 
-/// Renders any message as JSON or YAML; `table` prints `text` instead.
+/// Renders any message as JSON or YAML; `table` (and `name`, unless the caller has names to
+/// print) prints `text` instead.
 pub fn message<T: Serialize>(format: Format, item: &T, text: &str) -> anyhow::Result<()> {
     match format {
         Format::Json => emit(&json(item)?),
         Format::Yaml => emit(&yaml(item)?),
-        Format::Table | Format::Wide => emit(text),
+        Format::Table | Format::Wide | Format::Name => emit(text),
     }
+}
+
+/// `-o name` of a list of `kind/name` references, one per line.
+pub fn names(references: &[String]) -> anyhow::Result<()> {
+    emit(&lines(references.iter().cloned()))
 }
 
 pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use gateway_proto::kind::{Kind, Resource, resource_ref};
 use gateway_proto::v1::{
     ApplyResponse, AuditEntry, Config, ConfigVersion, CreateTokenResponse, DataPlane,
-    FieldViolation, HealthCheckPolicy, Route, Status, Token, Traffic, Upstream, UpstreamHealth,
+    FieldViolation, HealthCheckPolicy, Route, ServerInfo, Status, Token, Traffic, Upstream,
+    UpstreamHealth,
 };
 
 use crate::auth::{self, Principal, Role};
@@ -362,6 +363,14 @@ impl ConfigService {
         all.retain(|d| has_labels(&d.labels, labels));
         all.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(page_of(all, page, |d| d.node_id.clone()))
+    }
+
+    pub fn server_info(&self) -> ServerInfo {
+        ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_version: self.snapshots.current().version,
+            store: self.store.backend().kind().to_string(),
+        }
     }
 
     pub async fn status(&self) -> Result<Status, ApiError> {

@@ -40,7 +40,8 @@
 //! `-f -` reads standard input; `-f DIR` reads every `*.yaml` and `*.yml` file directly inside
 //! DIR, in name order; `-f` may be repeated. All documents of all files are sent as one `Apply`:
 //! every resource is created or replaced, or, on any error, nothing changes. Resources not in the
-//! files are left alone. Every problem found in the files is reported, each naming the file,
+//! files are left alone unless `--prune` (scoped by `--selector` labels) deletes them in the same
+//! transaction; `--dry-run` asks for the plan without committing. Every problem found in the files is reported, each naming the file,
 //! the document (counted from 1) and what is wrong, before anything is sent.
 //!
 //! With `--wait`, the command then follows the new version to the data planes (see [`wait`]).
@@ -59,7 +60,7 @@ use serde_json::Value;
 
 use super::Context;
 use crate::flags;
-use crate::output::{self, API_VERSION};
+use crate::output::{self, API_VERSION, Format};
 
 mod wait;
 
@@ -76,24 +77,42 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", requires = "wait",
           value_parser = flags::duration_ms)]
     timeout: u32,
+    /// Show what would be created, updated, deleted and left unchanged, and change nothing (the
+    /// control plane checks everything, as for a real apply)
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
+    /// Also delete the resources the files do not name; with --selector, only those carrying
+    /// every given label. Nothing is ever deleted without this flag
+    #[arg(long)]
+    prune: bool,
+    /// A label (KEY=VALUE, repeatable) a resource must carry for --prune to delete it
+    #[arg(short = 'l', long = "selector", value_name = "KEY=VALUE", requires = "prune",
+          value_parser = flags::key_value)]
+    selector: Vec<(String, String)>,
 }
 
 pub async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
     let sources = read_sources(&args.files)?;
     let config = parse_sources(&sources).map_err(|errors| anyhow!(problems(&errors)))?;
-    if config.resource_count() == 0 {
+    if config.resource_count() == 0 && !args.prune {
         bail!("no resources found in {}", names(&sources));
     }
     let mut client = ctx.client().await?;
     let response = client
         .apply(ApplyRequest {
             config: Some(config),
-            ..Default::default()
+            validate_only: args.dry_run,
+            prune: args.prune,
+            prune_selector: args.selector.into_iter().collect(),
         })
         .await
         .map_err(|s| ctx.rpc_error(s))?
         .into_inner();
-    output::message(ctx.format, &response, &summary(&response))?;
+    if ctx.format == Format::Name {
+        output::names(&touched(&response))?;
+    } else {
+        output::message(ctx.format, &response, &summary(&response, args.dry_run))?;
+    }
     if args.wait {
         let timeout = Duration::from_millis(u64::from(args.timeout));
         wait::wait_for(ctx, response.version, timeout).await?;
@@ -119,25 +138,61 @@ pub(crate) fn problems(errors: &[String]) -> String {
     }
 }
 
-/// `applied version N: created 1, updated 0, unchanged 2`, then one line per resource.
-fn summary(response: &ApplyResponse) -> String {
-    let mut text = format!(
-        "applied version {}: created {}, updated {}, unchanged {}\n",
-        response.version,
-        response.created.len(),
-        response.updated.len(),
-        response.unchanged.len()
-    );
-    for (verb, names) in [
-        ("created", &response.created),
-        ("updated", &response.updated),
+/// One line per resource, then `applied version N: created 1, updated 0, deleted 0, unchanged 2`
+/// (for a dry run, the plan: `would create …` and `dry run, nothing applied: …`).
+fn summary(response: &ApplyResponse, dry_run: bool) -> String {
+    let groups = [
+        (
+            if dry_run { "would create" } else { "created" },
+            &response.created,
+        ),
+        (
+            if dry_run { "would update" } else { "updated" },
+            &response.updated,
+        ),
+        (
+            if dry_run { "would delete" } else { "deleted" },
+            &response.deleted,
+        ),
         ("unchanged", &response.unchanged),
-    ] {
+    ];
+    let mut text = String::new();
+    for (verb, names) in groups {
         for name in names {
             text.push_str(&format!("  {verb} {name}\n"));
         }
     }
+    let (created, updated, deleted, unchanged) = (
+        response.created.len(),
+        response.updated.len(),
+        response.deleted.len(),
+        response.unchanged.len(),
+    );
+    if dry_run {
+        text.push_str(&format!(
+            "dry run, nothing applied: would create {created}, update {updated}, delete {deleted}; {unchanged} unchanged\n"
+        ));
+    } else {
+        text.push_str(&format!(
+            "applied version {}: created {created}, updated {updated}, deleted {deleted}, unchanged {unchanged}\n",
+            response.version
+        ));
+    }
     text
+}
+
+/// Every resource the apply named or pruned, for `-o name`.
+fn touched(response: &ApplyResponse) -> Vec<String> {
+    [
+        &response.created,
+        &response.updated,
+        &response.deleted,
+        &response.unchanged,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect()
 }
 
 /// One file's text and the name errors use for it.

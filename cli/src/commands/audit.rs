@@ -71,6 +71,10 @@ impl Row for AuditEntry {
             self.id.to_string(),
         ]
     }
+
+    fn reference(&self) -> String {
+        format!("audit/{}", self.id)
+    }
 }
 
 #[cfg(test)]

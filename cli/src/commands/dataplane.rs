@@ -107,6 +107,10 @@ impl Row for DataPlane {
             ),
         ]
     }
+
+    fn reference(&self) -> String {
+        format!("dataplane/{}", self.node_id)
+    }
 }
 
 /// `resource field: reason`, the way every rejection error is printed.

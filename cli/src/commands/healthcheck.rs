@@ -20,7 +20,11 @@ pub enum HealthCheckCommand {
     Replace(HealthCheckArgs),
     /// List health-check policies
     #[command(visible_alias = "ls")]
-    List,
+    List {
+        /// Only those with this label, repeatable (all must match)
+        #[arg(short = 'l', long = "selector", value_name = "KEY=VALUE", value_parser = flags::key_value)]
+        selector: Vec<(String, String)>,
+    },
     /// Show one health-check policy
     Get { name: String },
     /// Delete a health-check policy (refused while an upstream uses it)
@@ -109,7 +113,7 @@ pub async fn run(ctx: &Context, command: HealthCheckCommand) -> anyhow::Result<(
     let verb = match command {
         HealthCheckCommand::Create(args) => Crud::Create(args),
         HealthCheckCommand::Replace(args) => Crud::Replace(args),
-        HealthCheckCommand::List => Crud::List,
+        HealthCheckCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         HealthCheckCommand::Get { name } => Crud::Get(name),
         HealthCheckCommand::Delete { name } => Crud::Delete(name),
     };

@@ -119,6 +119,10 @@ impl Row for ConfigVersion {
             output::or_dash(self.hash.clone()),
         ]
     }
+
+    fn reference(&self) -> String {
+        format!("version/{}", self.version)
+    }
 }
 
 #[cfg(test)]

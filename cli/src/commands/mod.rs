@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod config;
 pub mod dataplane;
 pub mod diff;
 pub mod export;
@@ -14,7 +15,9 @@ pub mod status;
 pub mod token;
 pub mod top;
 pub mod upstream;
+pub mod version;
 
+use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::time::Duration;
 
@@ -95,7 +98,9 @@ impl Context {
         };
         match status.code() {
             tonic::Code::Unauthenticated if self.token.is_none() => {
-                anyhow!("{message} (no token was sent: give one with --token or GATEWAYCTL_TOKEN)")
+                anyhow!(
+                    "{message} (no token was sent: give one with --token-file, GATEWAYCTL_TOKEN or a context, see `gatewayctl config --help`)"
+                )
             }
             _ => anyhow!("{message}"),
         }
@@ -143,7 +148,8 @@ impl Interceptor for BearerToken {
 pub enum Crud<A> {
     Create(A),
     Replace(A),
-    List,
+    /// With a label selector (all must match).
+    List(BTreeMap<String, String>),
     Get(String),
     Delete(String),
 }
@@ -188,9 +194,9 @@ pub(crate) async fn run_crud<R: Managed, A>(
                 .map_err(|s| ctx.rpc_error(s))?;
             done(format, &replaced, "replaced")
         }
-        Crud::List => {
+        Crud::List(selector) => {
             let mut client = ctx.client().await?;
-            let mut items = list_all::<R>(&mut client)
+            let mut items = list_all::<R>(&mut client, &selector)
                 .await
                 .map_err(|s| ctx.rpc_error(s))?;
             items.sort_by(|a, b| a.name().cmp(b.name()));
@@ -209,10 +215,11 @@ pub(crate) async fn run_crud<R: Managed, A>(
                 .await
                 .map_err(|s| ctx.rpc_error(s))?;
             let response = gateway_proto::v1::DeleteResponse { version };
-            let text = format!(
-                "{} deleted (config version {version})\n",
-                resource_ref(R::KIND, &name)
-            );
+            let reference = resource_ref(R::KIND, &name);
+            if format == Format::Name {
+                return output::names(&[reference]);
+            }
+            let text = format!("{reference} deleted (config version {version})\n");
             output::message(format, &response, &text)
         }
     }
@@ -222,14 +229,17 @@ pub(crate) async fn run_crud<R: Managed, A>(
 pub const PAGE_SIZE: u32 = 1000;
 
 /// Every item of a list, page after page.
-pub(crate) async fn list_all<R: Managed>(client: &mut Client) -> Result<Vec<R>, tonic::Status> {
+pub(crate) async fn list_all<R: Managed>(
+    client: &mut Client,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<R>, tonic::Status> {
     let mut items = Vec::new();
     let mut page_token = String::new();
     loop {
         let request = ListRequest {
             page_size: PAGE_SIZE,
             page_token,
-            ..Default::default()
+            labels: labels.clone(),
         };
         let (page, next) = R::list_page(client, request).await?;
         items.extend(page);

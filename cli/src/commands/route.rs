@@ -18,7 +18,11 @@ pub enum RouteCommand {
     Replace(RouteArgs),
     /// List routes
     #[command(visible_alias = "ls")]
-    List,
+    List {
+        /// Only those with this label, repeatable (all must match)
+        #[arg(short = 'l', long = "selector", value_name = "KEY=VALUE", value_parser = flags::key_value)]
+        selector: Vec<(String, String)>,
+    },
     /// Show one route
     Get { name: String },
     /// Delete a route
@@ -165,7 +169,7 @@ pub async fn run(ctx: &Context, command: RouteCommand) -> anyhow::Result<()> {
     let verb = match command {
         RouteCommand::Create(args) => Crud::Create(args),
         RouteCommand::Replace(args) => Crud::Replace(args),
-        RouteCommand::List => Crud::List,
+        RouteCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         RouteCommand::Get { name } => Crud::Get(name),
         RouteCommand::Delete { name } => Crud::Delete(name),
     };

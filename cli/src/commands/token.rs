@@ -101,4 +101,8 @@ impl Row for Token {
             self.created_by.clone(),
         ]
     }
+
+    fn reference(&self) -> String {
+        format!("token/{}", self.name)
+    }
 }

@@ -18,7 +18,11 @@ pub enum UpstreamCommand {
     Replace(UpstreamArgs),
     /// List upstreams
     #[command(visible_alias = "ls")]
-    List,
+    List {
+        /// Only those with this label, repeatable (all must match)
+        #[arg(short = 'l', long = "selector", value_name = "KEY=VALUE", value_parser = flags::key_value)]
+        selector: Vec<(String, String)>,
+    },
     /// Show one upstream
     Get { name: String },
     /// Delete an upstream (refused while a route uses it)
@@ -147,7 +151,7 @@ pub async fn run(ctx: &Context, command: UpstreamCommand) -> anyhow::Result<()> 
     let verb = match command {
         UpstreamCommand::Create(args) => Crud::Create(args),
         UpstreamCommand::Replace(args) => Crud::Replace(args),
-        UpstreamCommand::List => Crud::List,
+        UpstreamCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         UpstreamCommand::Get { name } => Crud::Get(name),
         UpstreamCommand::Delete { name } => Crud::Delete(name),
         UpstreamCommand::Health { name } => return health(ctx, name).await,

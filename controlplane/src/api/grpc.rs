@@ -9,12 +9,13 @@ use gateway_proto::v1::config_resource::Kind as OneOf;
 use gateway_proto::v1::{
     ApplyRequest, ApplyResponse, ConfigResource, ConfigVersion, CreateTokenRequest,
     CreateTokenResponse, DeleteRequest, DeleteResponse, GetRequest, GetResourceRequest,
-    GetResourceResponse, GetStatusRequest, GetTrafficRequest, GetVersionRequest, HealthCheckPolicy,
-    ListAuditRequest, ListAuditResponse, ListDataPlanesResponse, ListHealthChecksResponse,
-    ListRequest, ListRoutesResponse, ListTokensResponse, ListUpstreamsResponse,
-    ListVersionsRequest, ListVersionsResponse, RevokeTokenRequest, RevokeTokenResponse,
-    RollbackRequest, Route, Status as ConfigStatus, Traffic, Upstream, UpstreamHealth,
-    WriteResourceRequest, WriteResourceResponse,
+    GetResourceResponse, GetServerInfoRequest, GetStatusRequest, GetTrafficRequest,
+    GetVersionRequest, HealthCheckPolicy, ListAuditRequest, ListAuditResponse,
+    ListDataPlanesResponse, ListHealthChecksResponse, ListRequest, ListRoutesResponse,
+    ListTokensResponse, ListUpstreamsResponse, ListVersionsRequest, ListVersionsResponse,
+    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, Route, ServerInfo,
+    Status as ConfigStatus, Traffic, Upstream, UpstreamHealth, WriteResourceRequest,
+    WriteResourceResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -371,6 +372,10 @@ impl AdminService for AdminApi {
             .revoke_token(&request.into_inner().name, &principal)
             .await?;
         Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    async fn get_server_info(&self, _: Request<GetServerInfoRequest>) -> Reply<ServerInfo> {
+        Ok(Response::new(self.service.server_info()))
     }
 
     async fn list_audit(&self, request: Request<ListAuditRequest>) -> Reply<ListAuditResponse> {

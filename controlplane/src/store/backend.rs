@@ -162,6 +162,14 @@ impl Backend {
         }
     }
 
+    /// `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Postgres { .. } => "postgres",
+            Backend::Sqlite { .. } => "sqlite",
+        }
+    }
+
     /// The URL a Postgres `LISTEN` connection should use; `None` for the embedded store, which has
     /// a single replica and so nobody else to hear from.
     pub fn listen_url(&self) -> Option<&str> {

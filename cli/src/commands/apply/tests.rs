@@ -351,16 +351,26 @@ fn edit_distances() {
 
 #[test]
 fn summary_counts_and_lists() {
-    let text = summary(&ApplyResponse {
+    let response = ApplyResponse {
         version: 7,
         created: vec!["upstream/web".into()],
         updated: vec![],
         unchanged: vec!["route/api".into(), "health-check/hc".into()],
-        deleted: vec![],
-    });
+        deleted: vec!["route/old".into()],
+    };
     assert_eq!(
-        text,
-        "applied version 7: created 1, updated 0, unchanged 2\n  created upstream/web\n  unchanged route/api\n  unchanged health-check/hc\n"
+        summary(&response, false),
+        "  created upstream/web\n  deleted route/old\n  unchanged route/api\n  unchanged health-check/hc\n\
+         applied version 7: created 1, updated 0, deleted 1, unchanged 2\n"
+    );
+    assert_eq!(
+        summary(&response, true),
+        "  would create upstream/web\n  would delete route/old\n  unchanged route/api\n  unchanged health-check/hc\n\
+         dry run, nothing applied: would create 1, update 0, delete 1; 2 unchanged\n"
+    );
+    assert_eq!(
+        touched(&response),
+        ["upstream/web", "route/old", "route/api", "health-check/hc"]
     );
 }
 

@@ -235,3 +235,18 @@ async fn errors_carry_field_violations() {
         .unwrap_err();
     assert_eq!(unknown_kind.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn server_info_names_the_build() {
+    let server = TestServer::start().await;
+    let viewer = server.token("v", "viewer").await;
+    let info = server
+        .grpc(Some(&viewer))
+        .await
+        .get_server_info(gateway_proto::v1::GetServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.store, "postgres");
+}
