@@ -86,7 +86,12 @@ struct Flags {
     /// throwaway set-ups only. Without it, a non-loopback listener needs a bootstrap token or an
     /// admin token in the store; on loopback, tokenless requests are allowed only until the
     /// first admin token exists.
-    #[arg(long, env = "GATEWAY_INSECURE_NO_AUTH", conflicts_with_all = ["bootstrap_token", "bootstrap_token_file"])]
+    #[arg(
+        long,
+        env = "GATEWAY_INSECURE_NO_AUTH",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        conflicts_with_all = ["bootstrap_token", "bootstrap_token_file"]
+    )]
     insecure_no_auth: bool,
 
     /// Diagnostic log format; the level comes from RUST_LOG (default info).
