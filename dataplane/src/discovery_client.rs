@@ -50,6 +50,10 @@ pub enum DiscoveryError {
     Stream(#[source] tonic::Status),
     #[error("the control plane closed the stream")]
     Closed,
+    #[error("{0}")]
+    Token(String),
+    #[error("the control plane refused this data plane's token ({}): {}; set --token-file to a token of role dataplane", .0.code(), .0.message())]
+    Refused(#[source] tonic::Status),
 }
 
 /// Who this data plane is, as told in `Hello`.
@@ -59,12 +63,48 @@ pub struct NodeIdentity {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Where the data plane's bearer token (role `dataplane`) comes from.
+#[derive(Debug, Clone, Default)]
+pub enum DiscoveryToken {
+    /// No token: accepted only by a control plane without auth (local use).
+    #[default]
+    None,
+    Value(String),
+    /// Read again before every connection, so a rotated secret is picked up.
+    File(std::path::PathBuf),
+}
+
+impl DiscoveryToken {
+    fn header(
+        &self,
+    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, DiscoveryError>
+    {
+        let token = match self {
+            DiscoveryToken::None => return Ok(None),
+            DiscoveryToken::Value(token) => token.trim().to_string(),
+            DiscoveryToken::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    DiscoveryError::Token(format!(
+                        "cannot read --token-file {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_string(),
+        };
+        format!("Bearer {token}").parse().map(Some).map_err(|_| {
+            DiscoveryError::Token("the token contains characters not allowed in a header".into())
+        })
+    }
+}
+
 pub struct DiscoveryClient {
     endpoints: Vec<Endpoint>,
     identity: NodeIdentity,
     gateway: Arc<Gateway>,
     cache: Option<SnapshotCache>,
     traffic_interval: Duration,
+    token: DiscoveryToken,
 }
 
 impl DiscoveryClient {
@@ -98,7 +138,14 @@ impl DiscoveryClient {
             gateway,
             cache,
             traffic_interval: TRAFFIC_INTERVAL,
+            token: DiscoveryToken::None,
         })
+    }
+
+    /// The token presented on every stream.
+    pub fn with_token(mut self, token: DiscoveryToken) -> DiscoveryClient {
+        self.token = token;
+        self
     }
 
     /// How often traffic is reported (tests shorten it).
@@ -139,17 +186,20 @@ impl DiscoveryClient {
         applied_any: &mut bool,
         traffic: &mut TrafficTaker,
     ) -> Result<(), DiscoveryError> {
+        let authorization = self.token.header()?;
         let channel = endpoint.connect().await.map_err(DiscoveryError::Connect)?;
         let mut client = client(channel);
         let (outbound, receiver) = mpsc::channel(8);
         // The queue is empty and `receiver` is alive: these cannot fail.
         let _ = outbound.send(self.hello()).await;
         let _ = outbound.send(self.health()).await;
-        let mut inbound = client
-            .stream(ReceiverStream::new(receiver))
-            .await
-            .map_err(DiscoveryError::Stream)?
-            .into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+        if let Some(authorization) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization);
+        }
+        let mut inbound = client.stream(request).await.map_err(refused)?.into_inner();
         self.gateway.set_connected(true);
         tracing::info!(control_plane = %endpoint.uri(), "connected to the control plane");
         let changes = self.gateway.carried().changes();
@@ -286,6 +336,16 @@ async fn send(
         .send(message)
         .await
         .map_err(|_| DiscoveryError::Closed)
+}
+
+/// An auth failure gets its own message: it needs an operator, not a retry.
+fn refused(status: tonic::Status) -> DiscoveryError {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            DiscoveryError::Refused(status)
+        }
+        _ => DiscoveryError::Stream(status),
+    }
 }
 
 fn client(channel: Channel) -> DiscoveryServiceClient<Channel> {

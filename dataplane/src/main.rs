@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, ValueEnum};
 use gateway_dataplane::app::Gateway;
 use gateway_dataplane::cache::SnapshotCache;
-use gateway_dataplane::discovery_client::{DiscoveryClient, NodeIdentity};
+use gateway_dataplane::discovery_client::{DiscoveryClient, DiscoveryToken, NodeIdentity};
 use gateway_dataplane::lifecycle::{self, Addresses, DrainPolicy, Listeners, Switches};
 use gateway_dataplane::proxy::Proxy;
 use gateway_dataplane::{admin, proxy};
@@ -59,6 +59,20 @@ struct Flags {
     #[arg(long, env = "GATEWAY_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<String>,
 
+    /// File holding this data plane's token (role dataplane), re-read on every reconnect.
+    #[arg(
+        long,
+        env = "GATEWAY_DATAPLANE_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
+
+    /// This data plane's token (role dataplane); prefer --token-file, which keeps it out of the
+    /// process list.
+    #[arg(long, env = "GATEWAY_DATAPLANE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// On SIGTERM: how long to keep serving while reporting not ready, so load balancers stop
     /// sending before the listeners close.
     #[arg(long, env = "GATEWAY_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -75,7 +89,7 @@ struct Flags {
 
     /// Start as the successor of a running data plane: get a config (cache or control plane),
     /// then take the running process's listeners from --upgrade-socket instead of binding.
-    #[arg(long, requires = "upgrade_socket")]
+    #[arg(long, env = "GATEWAY_UPGRADE", requires = "upgrade_socket")]
     upgrade: bool,
 
     /// Log line format; the level comes from RUST_LOG (default: info).
@@ -160,7 +174,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         gateway.clone(),
         cache.clone(),
     )
-    .context("--control-plane")?;
+    .context("--control-plane")?
+    .with_token(match (&flags.token_file, &flags.token) {
+        (Some(path), _) => DiscoveryToken::File(path.clone()),
+        (None, Some(token)) => DiscoveryToken::Value(token.clone()),
+        (None, None) => DiscoveryToken::None,
+    });
 
     if let Some(cache) = &cache {
         gateway.restore_from_cache(cache).await;

@@ -4,6 +4,7 @@
 //! Waits are "eventually, within a generous ceiling", never fixed sleeps that assert speed.
 
 mod apply;
+mod auth;
 mod convergence;
 mod distribution;
 mod lifecycle;
