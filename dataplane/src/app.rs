@@ -4,19 +4,23 @@
 //! a request sees a whole config or the previous one, never a mix. Applying runs the CPU work
 //! on the blocking pool: a large config never stalls the threads that serve requests.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use gateway_proto::hash::config_hash;
 use gateway_proto::v1::{Config, FieldViolation, Snapshot};
 use gateway_proto::validate::validate_config;
+use http::uri::Authority;
+use tokio::task::JoinHandle;
 
 use crate::cache::SnapshotCache;
+use crate::dns::{Dns, Lookup, Resolutions, dns_name};
 use crate::health::HealthChecks;
 use crate::state::CarriedState;
-use crate::table::{RouteTable, compile};
+use crate::table::{RouteTable, compile_resolved};
 
 /// Where the applied config came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +66,24 @@ pub struct Gateway {
     /// Set once the process is leaving: `/readyz` answers 503 from then on.
     draining: AtomicBool,
     health: HealthChecks,
+    dns: Dns,
+    /// One apply (or DNS refresh) at a time; never taken by requests.
+    applying: tokio::sync::Mutex<()>,
+    /// Recompiles the config in service when a DNS name's addresses change.
+    refresher: OnceLock<OwnedTask>,
 }
 
 impl Gateway {
     pub fn new() -> Arc<Gateway> {
         Arc::new(Gateway::default())
+    }
+
+    /// A gateway resolving DNS targets with `lookup` instead of the system resolver.
+    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            dns: Dns::with_lookup(lookup),
+            ..Gateway::default()
+        })
     }
 
     /// The config in service, if any; hold it for the whole request.
@@ -98,14 +115,16 @@ impl Gateway {
     /// Checks, validates and compiles `snapshot` (resolving a delta against the config in
     /// service), then puts it in service with one store. On error nothing changes.
     pub async fn apply(
-        &self,
+        self: &Arc<Self>,
         snapshot: Snapshot,
         source: ConfigSource,
     ) -> Result<Arc<ActiveConfig>, ApplyError> {
+        let _one_at_a_time = self.applying.lock().await;
         let held = self.active();
-        let (snapshot, mut table) = tokio::task::spawn_blocking(move || {
+        let resolutions = self.dns.resolutions();
+        let (snapshot, table) = tokio::task::spawn_blocking(move || {
             let snapshot = resolve_delta(snapshot, held.as_deref())?;
-            let table = prepare(&snapshot).map_err(ApplyError::Rejected)?;
+            let table = prepare_resolved(&snapshot, &resolutions).map_err(ApplyError::Rejected)?;
             Ok::<_, ApplyError>((snapshot, table))
         })
         .await
@@ -116,6 +135,19 @@ impl Gateway {
                 format!("compiling panicked: {e}"),
             )])
         })??;
+        let active = self.install(table, Arc::new(snapshot), source, SystemTime::now());
+        self.watch_dns(active.config());
+        Ok(active)
+    }
+
+    /// Adopts carried state and probes for `table`, then puts it in service.
+    fn install(
+        &self,
+        mut table: RouteTable,
+        snapshot: Arc<Snapshot>,
+        source: ConfigSource,
+        applied_at: SystemTime,
+    ) -> Arc<ActiveConfig> {
         self.carried.adopt(&mut table);
         // Probes of targets this table drops stop here, before the swap; the old table's
         // last requests may still pick those targets, on their last known health.
@@ -125,16 +157,79 @@ impl Gateway {
             version: snapshot.version,
             hash: snapshot.hash.clone(),
             source,
-            applied_at: SystemTime::now(),
-            snapshot: Arc::new(snapshot),
+            applied_at,
+            snapshot,
         });
         self.active.store(Some(Arc::clone(&active)));
-        Ok(active)
+        active
+    }
+
+    /// Watches the config's DNS names; a change of their addresses recompiles the config in
+    /// service (see [`crate::dns`]).
+    fn watch_dns(self: &Arc<Self>, config: &Config) {
+        let names: BTreeSet<String> = config
+            .upstreams
+            .iter()
+            .flat_map(|u| &u.targets)
+            .filter_map(|t| t.address.parse::<Authority>().ok())
+            .filter_map(|a| dns_name(&a).map(str::to_string))
+            .collect();
+        if names.is_empty() && self.refresher.get().is_none() {
+            return;
+        }
+        self.dns.watch(names);
+        self.refresher.get_or_init(|| {
+            let gateway = Arc::downgrade(self);
+            let changed = self.dns.changed();
+            OwnedTask(tokio::spawn(async move {
+                loop {
+                    changed.notified().await;
+                    let Some(gateway) = gateway.upgrade() else {
+                        return;
+                    };
+                    gateway.refresh_addresses().await;
+                }
+            }))
+        });
+    }
+
+    /// Recompiles the config in service with the latest DNS answers: same version, new targets.
+    async fn refresh_addresses(&self) {
+        let _one_at_a_time = self.applying.lock().await;
+        let Some(active) = self.active() else { return };
+        let resolutions = self.dns.resolutions();
+        let snapshot = Arc::clone(&active.snapshot);
+        let compiled = tokio::task::spawn_blocking(move || {
+            let empty = Config::default();
+            compile_resolved(snapshot.config.as_ref().unwrap_or(&empty), &resolutions)
+        })
+        .await;
+        match compiled {
+            Ok(Ok(table)) => {
+                self.install(
+                    table,
+                    Arc::clone(&active.snapshot),
+                    active.source,
+                    active.applied_at,
+                );
+                tracing::info!(version = active.version, "targets updated from DNS");
+            }
+            Ok(Err(errors)) => {
+                tracing::warn!(
+                    ?errors,
+                    "the config in service no longer compiles with the new DNS answers"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "recompiling with new DNS answers panicked"),
+        }
     }
 
     /// Serves the newest cached config that applies, marked stale, until a control plane
     /// answers. Falls back generation by generation; never to an empty table.
-    pub async fn restore_from_cache(&self, cache: &SnapshotCache) -> Option<Arc<ActiveConfig>> {
+    pub async fn restore_from_cache(
+        self: &Arc<Self>,
+        cache: &SnapshotCache,
+    ) -> Option<Arc<ActiveConfig>> {
         let generations = {
             let cache = cache.clone();
             tokio::task::spawn_blocking(move || cache.load_all())
@@ -162,6 +257,16 @@ impl Gateway {
             }
         }
         None
+    }
+}
+
+/// A task that ends with its owner.
+#[derive(Debug)]
+struct OwnedTask(JoinHandle<()>);
+
+impl Drop for OwnedTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -198,6 +303,14 @@ pub fn resolve_delta(
 
 /// Everything that can reject a snapshot, without touching shared state.
 pub fn prepare(snapshot: &Snapshot) -> Result<RouteTable, Vec<FieldViolation>> {
+    prepare_resolved(snapshot, &Resolutions::new())
+}
+
+/// [`prepare`], DNS targets standing for the addresses in `resolutions`.
+pub fn prepare_resolved(
+    snapshot: &Snapshot,
+    resolutions: &Resolutions,
+) -> Result<RouteTable, Vec<FieldViolation>> {
     let empty = Config::default();
     let config = snapshot.config.as_ref().unwrap_or(&empty);
     let actual = config_hash(config);
@@ -212,7 +325,7 @@ pub fn prepare(snapshot: &Snapshot) -> Result<RouteTable, Vec<FieldViolation>> {
         )]);
     }
     validate_config(config)?;
-    compile(config)
+    compile_resolved(config, resolutions)
 }
 
 fn violation(resource: &str, field: &str, reason: String) -> FieldViolation {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod balance;
 pub mod cache;
 pub mod discovery_client;
+pub mod dns;
 pub mod health;
 pub mod lifecycle;
 pub mod outlier;

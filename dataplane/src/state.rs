@@ -261,6 +261,9 @@ impl CarriedState {
         kept.retired_routes.extend(registry.routes.drain());
         kept.retired_upstreams = std::mem::take(&mut registry.retired_upstreams);
         kept.retired_upstreams.extend(registry.upstreams.drain());
+        // Unreported for long (no control plane): the oldest counts are given up.
+        truncate_front(&mut kept.retired_routes, MAX_RETIRED);
+        truncate_front(&mut kept.retired_upstreams, MAX_RETIRED);
         *registry = kept;
         drop(registry);
         // The set of reported targets may have changed.
@@ -305,6 +308,15 @@ impl CarriedState {
     /// Woken on every health transition and every applied config.
     pub fn changes(&self) -> Arc<Notify> {
         Arc::clone(&self.changes)
+    }
+}
+
+/// Retired routes or upstreams whose traffic waits for a report, at most.
+const MAX_RETIRED: usize = 4096;
+
+fn truncate_front<T>(items: &mut Vec<T>, max: usize) {
+    if items.len() > max {
+        items.drain(..items.len() - max);
     }
 }
 

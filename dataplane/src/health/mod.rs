@@ -125,6 +125,7 @@ impl HealthChecks {
                 let probe = probes.remove(&key).unwrap_or_else(|| {
                     tokio::spawn(probe::run(
                         target.authority.clone(),
+                        target.origin.clone(),
                         policy.clone(),
                         Arc::clone(&target.state),
                     ))

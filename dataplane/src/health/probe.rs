@@ -27,9 +27,15 @@ use crate::state::TargetState;
 
 const USER_AGENT: &str = "gateway-dataplane health check";
 
-/// Probes `target` until aborted.
-pub async fn run(target: Authority, policy: HealthPolicy, state: Arc<TargetState>) {
-    let checker = match Checker::new(&target, &policy) {
+/// Probes `target` until aborted; HTTP checks name `origin` in their Host unless the policy
+/// says otherwise (a DNS target's name rather than one of its addresses).
+pub async fn run(
+    target: Authority,
+    origin: Authority,
+    policy: HealthPolicy,
+    state: Arc<TargetState>,
+) {
+    let checker = match Checker::new(&target, &origin, &policy) {
         Ok(checker) => checker,
         Err(reason) => {
             tracing::warn!(upstream = %state.upstream, target = %target, health_check = %policy.name, %reason, "cannot check this target");
@@ -77,7 +83,11 @@ enum Checker {
 }
 
 impl Checker {
-    fn new(target: &Authority, policy: &HealthPolicy) -> Result<Checker, String> {
+    fn new(
+        target: &Authority,
+        origin: &Authority,
+        policy: &HealthPolicy,
+    ) -> Result<Checker, String> {
         match &policy.check {
             Check::Http(check) => {
                 let mut connector = HttpConnector::new();
@@ -93,7 +103,7 @@ impl Checker {
                     .path_and_query(check.path.as_str())
                     .build()
                     .map_err(|e| format!("invalid check URI: {e}"))?;
-                let host = check.host.as_deref().unwrap_or(target.as_str());
+                let host = check.host.as_deref().unwrap_or(origin.as_str());
                 let host = HeaderValue::from_str(host).map_err(|e| format!("invalid Host: {e}"))?;
                 Ok(Checker::Http {
                     client,

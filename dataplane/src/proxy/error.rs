@@ -59,6 +59,9 @@ pub enum ProxyError {
     PerTryTimeout(std::time::Duration),
     #[error("reading the request body failed")]
     ClientBody(#[source] BoxError),
+    /// A bug: a state the proxy should never reach.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     #[error("the target failed before answering")]
     UpstreamFailed(#[source] BoxError),
 }
@@ -69,7 +72,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
                 Side::Downstream
             }
-            ProxyError::NotReady => Side::Internal,
+            ProxyError::NotReady | ProxyError::Internal(_) => Side::Internal,
             ProxyError::NoTargets { .. }
             | ProxyError::AllUnhealthy { .. }
             | ProxyError::ConnectTimeout(_)
@@ -107,6 +110,7 @@ impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::NotReady
             | ProxyError::NoTargets { .. }
@@ -127,6 +131,7 @@ impl ProxyError {
                 serde_json::json!({ "error": "no route", "host": host, "path": path })
             }
             ProxyError::NotReady => serde_json::json!({ "error": "not ready" }),
+            ProxyError::Internal(_) => serde_json::json!({ "error": "internal error" }),
             ProxyError::NoTargets { .. } => serde_json::json!({ "error": "no targets" }),
             ProxyError::AllUnhealthy { retry_after, .. } => serde_json::json!({
                 "error": "no healthy targets",

@@ -63,7 +63,8 @@ impl Proxy {
             };
             tried.insert(index);
             let Some(attempt_body) = body.for_attempt() else {
-                return last.unwrap_or(Err(ProxyError::NotReady));
+                // Retries check `is_replayable` first; the first attempt always has its body.
+                return last.unwrap_or(Err(ProxyError::Internal("the request body is spent")));
             };
             let request = attempt_request(&mut parts, target, attempt_body, route.retry.is_none())?;
             let remaining = deadline.saturating_duration_since(Instant::now());

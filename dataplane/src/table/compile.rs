@@ -5,6 +5,7 @@
 //! reports every problem at once so that a NACK lists them all.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use super::{
     HeaderEdits, RouteEntry, RouteTable, Target, UpstreamPool,
 };
 use crate::balance::{Balancer, HashKey, Policy, Weighted};
+use crate::dns::{Resolutions, dns_name};
 use crate::health::{Check, DEFAULT_JITTER_PERCENT, HealthPolicy, HttpCheck};
 use crate::outlier::{DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_EJECTION, OutlierPolicy};
 use crate::retry::{DEFAULT_BUDGET_PERCENT, RetryOn, RetryPolicy};
@@ -29,6 +31,15 @@ use crate::state::{TargetState, UpstreamState};
 
 /// Builds the runtime table for `config`, or returns every reason it cannot.
 pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
+    compile_resolved(config, &Resolutions::new())
+}
+
+/// [`compile`], a DNS target standing for the addresses `resolutions` gives its name (when it
+/// has any: else it stays as configured).
+pub fn compile_resolved(
+    config: &Config,
+    resolutions: &Resolutions,
+) -> Result<RouteTable, Vec<FieldViolation>> {
     let mut errors = Vec::new();
     let policies: HashMap<&str, HealthPolicy> = config
         .health_checks
@@ -38,7 +49,7 @@ pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
     let upstreams: Vec<UpstreamPool> = config
         .upstreams
         .iter()
-        .map(|u| upstream(u, &policies, &mut errors))
+        .map(|u| upstream(u, &policies, resolutions, &mut errors))
         .collect();
     let by_name: HashMap<&str, usize> = upstreams
         .iter()
@@ -183,6 +194,7 @@ fn http_check(http: &v1::HttpHealthCheck, at: &mut At<'_>) -> Option<HttpCheck> 
 fn upstream(
     upstream: &v1::Upstream,
     policies: &HashMap<&str, HealthPolicy>,
+    resolutions: &Resolutions,
     errors: &mut Vec<FieldViolation>,
 ) -> UpstreamPool {
     let mut at = At::new(Kind::Upstream, &upstream.name, errors);
@@ -201,26 +213,45 @@ fn upstream(
         }
         policy
     };
-    let targets: Vec<Target> = upstream
-        .targets
-        .iter()
-        .enumerate()
-        .filter_map(|(i, target)| match target.address.parse::<Authority>() {
-            Ok(authority) if authority.port_u16().is_some() => Some(Target {
-                address: target.address.clone(),
-                authority,
-                weight: target.weight,
-                state: Arc::new(TargetState::new(&upstream.name, &target.address)),
-            }),
+    let mut targets: Vec<Target> = Vec::with_capacity(upstream.targets.len());
+    for (i, target) in upstream.targets.iter().enumerate() {
+        let origin = match target.address.parse::<Authority>() {
+            Ok(authority) if authority.port_u16().is_some() => authority,
             _ => {
                 at.push(
                     format!("targets[{i}].address"),
                     format!("{:?} is not a host:port address", target.address),
                 );
-                None
+                continue;
             }
-        })
-        .collect();
+        };
+        let resolved = dns_name(&origin).and_then(|name| resolutions.get(name));
+        let addresses: Vec<(String, Authority)> = match (resolved, origin.port_u16()) {
+            // A DNS target: one target per address it resolves to.
+            (Some(ips), Some(port)) => ips
+                .iter()
+                .filter_map(|&ip| {
+                    let address = SocketAddr::new(ip, port).to_string();
+                    let authority = address.parse().ok()?;
+                    Some((address, authority))
+                })
+                .collect(),
+            _ => vec![(target.address.clone(), origin.clone())],
+        };
+        for (address, authority) in addresses {
+            // Two names (or a name and an address) may lead to the same place: one target.
+            if targets.iter().any(|t| t.address == address) {
+                continue;
+            }
+            targets.push(Target {
+                state: Arc::new(TargetState::new(&upstream.name, &address)),
+                address,
+                authority,
+                origin: origin.clone(),
+                weight: target.weight,
+            });
+        }
+    }
     if targets.is_empty() && upstream.targets.is_empty() {
         at.push("targets", "at least one target is required");
     }

@@ -18,7 +18,7 @@ use crate::retry::RetryPolicy;
 use crate::route::RouteMatcher;
 use crate::state::{RouteState, TargetState, UpstreamState};
 
-pub use compile::compile;
+pub use compile::{compile, compile_resolved};
 
 /// Used when an upstream says 0.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,9 +78,12 @@ pub struct UpstreamPool {
 
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// As configured: `host:port`.
+    /// As configured (`host:port`), or the `ip:port` a DNS target resolved to.
     pub address: String,
+    /// Where connections go: `address` as an authority.
     pub authority: Authority,
+    /// The target as configured: for a DNS target, its name (the Host health checks send).
+    pub origin: Authority,
     pub weight: u32,
     /// Health and load, carried from table to table (see [`crate::state`]).
     pub state: Arc<TargetState>,

@@ -379,3 +379,50 @@ fn retry_policies_and_connect_timeouts_compile_with_defaults() {
     assert_eq!(web.connect_timeout, None, "0 keeps the upstream's");
     assert_eq!(RetryOn::from_wire(&[]), RetryOn::DEFAULT);
 }
+
+#[test]
+fn a_resolved_dns_target_becomes_one_target_per_address() {
+    let mut config = sample();
+    config.upstreams[1].targets = vec![
+        WireTarget {
+            address: "web.internal:8080".into(),
+            weight: 3,
+        },
+        WireTarget {
+            address: "10.0.0.9:8080".into(),
+            weight: 1,
+        },
+    ];
+    let resolutions = crate::dns::Resolutions::from([(
+        "web.internal".to_string(),
+        vec![
+            "10.0.0.9".parse().unwrap(),
+            "10.0.0.7".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
+        ],
+    )]);
+    let table = compile_resolved(&config, &resolutions).unwrap();
+    let (_, web) = table.find("other", "/", &Method::GET).unwrap();
+    let targets: Vec<(&str, u32, &str)> = web
+        .targets
+        .iter()
+        .map(|t| (t.address.as_str(), t.weight, t.origin.as_str()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("10.0.0.9:8080", 3, "web.internal:8080"),
+            ("10.0.0.7:8080", 3, "web.internal:8080"),
+            ("[fd00::1]:8080", 3, "web.internal:8080"),
+        ],
+        "each address with the name's weight; an address listed twice is one target"
+    );
+    assert_eq!(web.targets[2].authority.as_str(), "[fd00::1]:8080");
+
+    let unresolved = compile(&config).unwrap();
+    let (_, web) = unresolved.find("other", "/", &Method::GET).unwrap();
+    assert_eq!(
+        web.targets[0].address, "web.internal:8080",
+        "as configured until resolved"
+    );
+}

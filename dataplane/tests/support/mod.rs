@@ -246,8 +246,8 @@ impl TestBackend {
         TestBackend::serve(name, listener)
     }
 
-    /// Serves on `address` again (after [`TestBackend::kill`]).
-    pub async fn restart(name: &'static str, address: SocketAddr) -> TestBackend {
+    /// Serves on `address` (again, after [`TestBackend::kill`]; or on another loopback IP).
+    pub async fn start_at(name: &'static str, address: SocketAddr) -> TestBackend {
         let listener = TcpListener::bind(address).await.unwrap();
         TestBackend::serve(name, listener)
     }
@@ -434,7 +434,10 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Harness {
-        let gateway = Gateway::new();
+        Harness::with_gateway(Gateway::new()).await
+    }
+
+    pub async fn with_gateway(gateway: Arc<Gateway>) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
