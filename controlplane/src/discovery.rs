@@ -44,15 +44,24 @@ pub struct DiscoveryServer {
     snapshots: Snapshots,
     full_pushes: Arc<Semaphore>,
     max_snapshot_bytes: usize,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl DiscoveryServer {
-    pub fn new(store: Store, snapshots: Snapshots, max_snapshot_bytes: usize) -> Self {
+    /// Streams end when `shutdown` turns true, so data planes move to another replica at once
+    /// instead of waiting for this process to die.
+    pub fn new(
+        store: Store,
+        snapshots: Snapshots,
+        max_snapshot_bytes: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         DiscoveryServer {
             store,
             snapshots,
             full_pushes: Arc::new(Semaphore::new(MAX_CONCURRENT_FULL_PUSHES)),
             max_snapshot_bytes,
+            shutdown,
         }
     }
 }
@@ -100,6 +109,7 @@ impl DiscoveryService for DiscoveryServer {
             snapshots: self.snapshots.clone(),
             full_pushes: self.full_pushes.clone(),
             max_snapshot_bytes: self.max_snapshot_bytes,
+            shutdown: self.shutdown.clone(),
             node_id: hello.node_id.clone(),
             out,
         };
@@ -108,11 +118,18 @@ impl DiscoveryService for DiscoveryServer {
     }
 }
 
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 struct Session {
     store: Store,
     snapshots: Snapshots,
     full_pushes: Arc<Semaphore>,
     max_snapshot_bytes: usize,
+    shutdown: watch::Receiver<bool>,
     node_id: String,
     out: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
 }
@@ -138,6 +155,7 @@ impl Session {
         mut inbound: Streaming<DataPlaneMessage>,
         mut snapshots: watch::Receiver<Arc<Published>>,
     ) {
+        let mut shutdown = self.shutdown.clone();
         let mut state = StreamState {
             held_version: hello.applied_version,
             held_hash: hello.applied_hash,
@@ -152,6 +170,10 @@ impl Session {
         }
         loop {
             let open = tokio::select! {
+                () = shutting_down(&mut shutdown) => {
+                    tracing::info!(node_id = %self.node_id, "closing the stream: this control plane is shutting down");
+                    false
+                }
                 changed = snapshots.changed() => {
                     let published = snapshots.borrow_and_update().clone();
                     changed.is_ok() && self.offer(&published, &mut state).await

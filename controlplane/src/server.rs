@@ -79,6 +79,7 @@ pub async fn serve(
                 store,
                 snapshots,
                 config.max_snapshot_bytes,
+                shutdown.subscribe(),
             ))
             .max_decoding_message_size(config.max_snapshot_bytes)
             .max_encoding_message_size(config.max_snapshot_bytes),

@@ -119,6 +119,15 @@ impl Process {
         Ok(())
     }
 
+    fn signal(&self, name: &str) {
+        let pid = self.pid().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
     async fn wait_exit(&mut self, within: Duration) -> bool {
         let Some(child) = self.child.as_mut() else {
             return true;
@@ -311,6 +320,16 @@ impl ControlPlane {
     /// Kills the process (SIGKILL) and waits for it to exit.
     pub async fn stop(&mut self) {
         self.process.stop().await;
+    }
+
+    /// Sends a signal (`TERM`, …) to the process, as an orchestrator would.
+    pub fn signal(&self, name: &str) {
+        self.process.signal(name);
+    }
+
+    /// Waits (at most `within`) for the process to exit by itself; returns whether it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        self.process.wait_exit(within).await
     }
 
     /// Stops the process if it runs, starts it again on the same ports and database, and
@@ -524,12 +543,7 @@ impl DataPlane {
 
     /// Sends a signal (`TERM`, `QUIT`, …) to the process, as an orchestrator would.
     pub fn signal(&self, name: &str) {
-        let pid = self.pid().expect("the data plane is running");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{name}"), pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid} failed");
+        self.process.signal(name);
     }
 
     /// Waits (at most `within`) for the process to exit by itself; returns whether it did.

@@ -300,3 +300,33 @@ async fn a_reconnect_storm_of_100_data_planes_converges_while_the_admin_api_answ
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_gracefully_hands_its_data_planes_to_the_other_at_once() {
+    let db = TestDb::create().await;
+    let mut first = ControlPlane::start(&db).await;
+    let second = ControlPlane::start(&db).await;
+    let dp = DataPlane::start_with(&[first.grpc_addr(), second.grpc_addr()], "dp-1").await;
+    let a = TestUpstream::start("a").await;
+    route_to(&first, "web", "web.local", "web", &[&a]).await;
+    dp.wait_for_version(first.version().await).await;
+
+    // SIGTERM: the replica closes its discovery streams and exits without waiting them out.
+    first.signal("TERM");
+    assert!(
+        first.wait_exit(Duration::from_secs(4)).await,
+        "the control plane did not exit promptly"
+    );
+    let b = TestUpstream::start("b").await;
+    let replaced = second
+        .rest(
+            Method::PUT,
+            "/v1/upstreams/web",
+            Some(&upstream_json("web", &[(b.address(), 1)])),
+        )
+        .await;
+    assert!(replaced.status.is_success(), "{}", replaced.text());
+    dp.wait_for_version(second.version().await).await;
+    dp.wait_for_response(SOON, "web.local", "/", http::StatusCode::OK, Some("b"))
+        .await;
+}
