@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use gateway_proto::delta;
 use gateway_proto::v1::Delta;
 use gateway_proto::v1::discovery_service_server::DiscoveryService;
 use gateway_proto::v1::{
@@ -229,12 +228,12 @@ impl Session {
             .await
         {
             Some(base) => {
-                let (upserted, removed) = delta::diff(&base.config, &published.config);
+                let delta = self.snapshots.delta(&base, published);
                 snapshot.delta = Some(Delta {
                     base_version: base.version,
                     base_hash: base.hash.clone(),
-                    upserted: Some(upserted),
-                    removed,
+                    upserted: Some(delta.0.clone()),
+                    removed: delta.1.clone(),
                 });
             }
             None => {

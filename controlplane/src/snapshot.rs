@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_proto::v1::Config;
+use gateway_proto::v1::{Config, ResourceRef};
 use sqlx::postgres::PgListener;
 use tokio::sync::{Mutex, watch};
 
@@ -37,11 +37,23 @@ impl From<VersionedConfig> for Published {
 /// Bounded so memory does not grow with history, and shared by every stream.
 const RECENT_VERSIONS: usize = 4;
 
+/// The resources to upsert and remove between two versions.
+pub type DeltaParts = (Config, Vec<ResourceRef>);
+
+/// A delta and the (base version, target version) it leads between.
+type CachedDelta = ((u64, u64), Arc<DeltaParts>);
+
+/// Deltas kept for reuse; a commit makes every data plane on the previous version need the
+/// same one, so it is computed once, not once per stream.
+const CACHED_DELTAS: usize = 16;
+
 #[derive(Clone)]
 pub struct Snapshots {
     store: Store,
     current: Arc<watch::Sender<Arc<Published>>>,
     recent: Arc<std::sync::Mutex<VecDeque<Arc<Published>>>>,
+    /// (base version, target version) → delta, most recent last.
+    deltas: Arc<std::sync::Mutex<VecDeque<CachedDelta>>>,
     /// Serializes refreshes so two of them never load the same version twice.
     refreshing: Arc<Mutex<()>>,
 }
@@ -54,6 +66,7 @@ impl Snapshots {
             store,
             current: Arc::new(current),
             recent: Arc::new(std::sync::Mutex::new(VecDeque::from([latest]))),
+            deltas: Arc::new(std::sync::Mutex::new(VecDeque::new())),
             refreshing: Arc::new(Mutex::new(())),
         })
     }
@@ -92,6 +105,23 @@ impl Snapshots {
             tracing::info!(version, "published config version");
         }
         Ok(())
+    }
+
+    /// The delta from `base` to `target`, computed once and shared by every stream that needs
+    /// it. Computed under the lock on purpose: concurrent streams wait for one diff instead of
+    /// each running their own.
+    pub fn delta(&self, base: &Published, target: &Published) -> Arc<DeltaParts> {
+        let key = (base.version, target.version);
+        let mut deltas = self.deltas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, delta)) = deltas.iter().find(|(k, _)| *k == key) {
+            return delta.clone();
+        }
+        let delta = Arc::new(gateway_proto::delta::diff(&base.config, &target.config));
+        deltas.push_back((key, delta.clone()));
+        while deltas.len() > CACHED_DELTAS {
+            deltas.pop_front();
+        }
+        delta
     }
 
     /// The config a data plane says it holds, if this control plane still has that version with
