@@ -33,7 +33,10 @@ fn at_least(text: &str, series: &str, minimum: f64) {
 }
 
 async fn dp_metrics(dp: &DataPlane) -> String {
-    let response = dp.admin_get("/metrics").await.unwrap();
+    let response = dp
+        .admin_get("/metrics")
+        .await
+        .expect("the data plane's /metrics");
     assert_eq!(response.status, StatusCode::OK);
     assert!(
         response
@@ -46,7 +49,7 @@ async fn dp_metrics(dp: &DataPlane) -> String {
 async fn cp_metrics(cp: &ControlPlane) -> String {
     let response = gateway_tests::send_get(cp.rest_addr(), "localhost", "/metrics")
         .await
-        .unwrap();
+        .expect("the control plane's /metrics");
     assert_eq!(response.status, StatusCode::OK);
     response.text()
 }
@@ -56,9 +59,10 @@ async fn get(dp: &DataPlane, path: &str, headers: &[(&str, &str)]) -> gateway_te
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    send(dp.addr(), request.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap()
+    let request = request
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    send(dp.addr(), request).await.expect("a response")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
