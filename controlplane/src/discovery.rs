@@ -102,6 +102,7 @@ impl DiscoveryService for DiscoveryServer {
         }
         tracing::info!(node_id = %hello.node_id, %address, applied_version = hello.applied_version, "data plane connected");
 
+        self.snapshots.metrics().dataplane_connected(&hello.node_id);
         let (out, rx) = mpsc::channel(4);
         let session = Session {
             store: self.store.clone(),
@@ -283,6 +284,7 @@ impl Session {
                 state.held_hash.clone_from(&ack.hash);
                 state.stale = false;
                 state.full_push = None;
+                self.snapshots.metrics().acked(&self.node_id, ack.version);
                 self.store
                     .dataplane_applied(&self.node_id, ack.version, &ack.hash)
                     .await
@@ -295,6 +297,7 @@ impl Session {
                     "data plane rejected a snapshot"
                 );
                 state.full_push = None;
+                self.snapshots.metrics().nacked();
                 self.store
                     .dataplane_rejected(&self.node_id, nack.version, &nack.errors)
                     .await
@@ -323,6 +326,9 @@ impl Session {
 
     async fn close(&self) {
         tracing::info!(node_id = %self.node_id, "data plane disconnected");
+        self.snapshots
+            .metrics()
+            .dataplane_disconnected(&self.node_id);
         if let Err(error) = self.store.dataplane_disconnected(&self.node_id).await {
             tracing::warn!(node_id = %self.node_id, %error, "recording the disconnect failed");
         }

@@ -11,21 +11,28 @@ mod server;
 mod service;
 mod snapshot;
 mod store;
+mod telemetry;
 mod traffic;
 mod write;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tokio::net::TcpListener;
 
 use crate::discovery::MAX_MESSAGE_BYTES;
 use crate::server::ServerConfig;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,13 +104,49 @@ struct Flags {
     /// Diagnostic log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+
+    /// Export traces of admin calls (store queries as child spans) with OTLP over gRPC to this
+    /// collector, e.g. http://127.0.0.1:4317 [default: off].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// Fraction of new traces to record, 0 to 1; a call whose caller decided (`traceparent`)
+    /// follows the caller's decision.
+    #[arg(long, env = "GATEWAY_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    trace_sample_ratio: f64,
+
+    /// `service.name` of exported spans.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "gateway-controlplane"
+    )]
+    otel_service_name: String,
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{raw:?} is not a number from 0 to 1")),
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
-    init_logging(&flags.log_format);
-    match run(flags).await {
+    let metrics = Arc::new(Metrics::default());
+    let tracer = match init_logging(&flags, &metrics) {
+        Ok(tracer) => tracer,
+        Err(error) => {
+            eprintln!("gateway-controlplane: {}", one_line(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = run(flags, metrics).await;
+    if let Some(provider) = tracer {
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("gateway-controlplane: {}", one_line(&error));
@@ -112,7 +155,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(flags: Flags) -> anyhow::Result<()> {
+async fn run(flags: Flags, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     // Listeners first, so a taken port fails before the store is touched.
     let rest = bind(flags.rest_listen, "--rest-listen").await?;
     let grpc = bind(flags.grpc_listen, "--grpc-listen").await?;
@@ -131,6 +174,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         max_snapshot_bytes: flags.max_snapshot_bytes,
         bootstrap_token,
         insecure_no_auth: flags.insecure_no_auth,
+        metrics,
     };
     server::serve(store, rest, grpc, config, shutdown_signal()).await
 }
@@ -199,16 +243,63 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn init_logging(format: &str) {
+/// Diagnostic logs to stderr (filtered by RUST_LOG), store timings into the metrics, and, with
+/// an OTLP endpoint, spans to the collector. Returns the tracer provider to flush at exit.
+fn init_logging(
+    flags: &Flags,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let fmt = if flags.log_format == "json" {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        fmt.with_filter(filter).boxed()
+    };
+    let store_timings = telemetry::StoreTimings(Arc::clone(metrics)).with_filter(
+        tracing_subscriber::filter::filter_fn(|meta| meta.name().starts_with("store.")),
+    );
+    let (otel, provider) = match flags.otlp_endpoint.as_deref().map(str::trim) {
+        Some(endpoint) if !endpoint.is_empty() => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.to_string())
+                .build()
+                .with_context(|| format!("--otlp-endpoint {endpoint}"))?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    flags.trace_sample_ratio,
+                ))))
+                .with_resource(
+                    Resource::builder()
+                        .with_service_name(flags.otel_service_name.clone())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer("gateway-controlplane");
+            // Admin calls and their store queries; not the diagnostic events.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.is_span() && (meta.name() == "admin" || meta.name().starts_with("store."))
+                }));
+            (Some(layer), Some(provider))
+        }
+        _ => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(store_timings)
+        .with(otel)
+        .try_init()
+        .context("installing the log subscriber")?;
+    Ok(provider)
 }

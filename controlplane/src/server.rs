@@ -3,6 +3,7 @@
 //! start it this way, so tests exercise exactly what ships.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use crate::grpc_health;
 use crate::service::ConfigService;
 use crate::snapshot::Snapshots;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// How long open admin calls and discovery streams get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -27,6 +29,8 @@ pub struct ServerConfig {
     pub max_snapshot_bytes: usize,
     pub bootstrap_token: Option<String>,
     pub insecure_no_auth: bool,
+    /// Shared with the tracing layer that times store queries.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves until `stop` completes, then gives open calls [`SHUTDOWN_GRACE`] to finish.
@@ -48,14 +52,19 @@ pub async fn serve(
     )
     .await?;
 
-    let snapshots = Snapshots::load(store.clone())
+    let snapshots = Snapshots::load(store.clone(), Arc::clone(&config.metrics))
         .await
         .context("loading the current config")?;
     snapshots.spawn_followers(config.poll_interval);
     let service = ConfigService::new(store.clone(), snapshots.clone());
 
     let shutdown = tokio::sync::watch::channel(false).0;
-    let rest_app = api::rest::router(service.clone(), store.clone(), auth.clone());
+    let rest_app = api::rest::router(
+        service.clone(),
+        store.clone(),
+        auth.clone(),
+        Arc::clone(&config.metrics),
+    );
     let rest_server = axum::serve(rest, rest_app).with_graceful_shutdown(wait(shutdown.clone()));
     let health = grpc_health::service(store.clone(), shutdown.subscribe()).await;
     let reflection = || {
@@ -64,6 +73,9 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let grpc_server = tonic::transport::Server::builder()
+        .layer(api::observe::GrpcObserveLayer::new(Arc::clone(
+            &config.metrics,
+        )))
         .layer(api::auth::GrpcAuthLayer::new(auth))
         .add_service(health)
         // v1 for current clients, v1alpha for older grpcurl and Postman.

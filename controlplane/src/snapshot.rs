@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::error::ApiError;
 use crate::store::{NOTIFY_CHANNEL, Store, VersionedConfig};
+use crate::telemetry::{Metrics, Trigger};
 
 /// The config at one version, as every data plane receives it.
 #[derive(Debug)]
@@ -56,10 +57,11 @@ pub struct Snapshots {
     deltas: Arc<std::sync::Mutex<VecDeque<CachedDelta>>>,
     /// Serializes refreshes so two of them never load the same version twice.
     refreshing: Arc<Mutex<()>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Snapshots {
-    pub async fn load(store: Store) -> Result<Snapshots, ApiError> {
+    pub async fn load(store: Store, metrics: Arc<Metrics>) -> Result<Snapshots, ApiError> {
         let latest = Arc::new(Published::from(store.latest().await?));
         let (current, _) = watch::channel(latest.clone());
         Ok(Snapshots {
@@ -68,7 +70,12 @@ impl Snapshots {
             recent: Arc::new(std::sync::Mutex::new(VecDeque::from([latest]))),
             deltas: Arc::new(std::sync::Mutex::new(VecDeque::new())),
             refreshing: Arc::new(Mutex::new(())),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
@@ -79,15 +86,28 @@ impl Snapshots {
         self.current.borrow().clone()
     }
 
-    /// Publishes the store's newest version if it is newer than the published one.
+    /// Publishes the store's newest version if it is newer than the published one (after a
+    /// commit on this replica).
     pub async fn refresh(&self) -> Result<(), ApiError> {
+        self.refresh_on(Trigger::Commit).await
+    }
+
+    /// Like [`Snapshots::refresh`]; `trigger` says what prompted it, for the metrics.
+    pub async fn refresh_on(&self, trigger: Trigger) -> Result<(), ApiError> {
         let _guard = self.refreshing.lock().await;
         let published = self.current().version;
         if self.store.head_version().await? <= published {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let latest = Arc::new(Published::from(self.store.latest().await?));
+        let built_in = started.elapsed().as_secs_f64();
         let version = latest.version;
+        if version > self.current().version {
+            // Before the streams see it, so no ACK can come before the version is awaited.
+            let bytes = prost::Message::encoded_len(&latest.config);
+            self.metrics.published(version, trigger, built_in, bytes);
+        }
         let moved = self.current.send_if_modified(|current| {
             if latest.version > current.version {
                 *current = latest.clone();
@@ -168,7 +188,7 @@ impl Snapshots {
             loop {
                 tick.tick().await;
                 let before = snapshots.current().version;
-                match snapshots.refresh().await {
+                match snapshots.refresh_on(Trigger::Poll).await {
                     Ok(()) if snapshots.current().version > before => {
                         tracing::info!(
                             version = snapshots.current().version,
@@ -201,13 +221,13 @@ async fn listen(snapshots: Snapshots, url: String) {
 
 async fn follow(snapshots: &Snapshots, listener: &mut PgListener) {
     // Anything committed before LISTEN took effect was never announced to us.
-    refresh_logged(snapshots).await;
+    refresh_logged(snapshots, Trigger::Resync).await;
     loop {
         match listener.try_recv().await {
-            Ok(Some(_notification)) => refresh_logged(snapshots).await,
+            Ok(Some(_notification)) => refresh_logged(snapshots, Trigger::Notification).await,
             Ok(None) => {
                 tracing::warn!("notification listener reconnected; catching up on missed versions");
-                refresh_logged(snapshots).await;
+                refresh_logged(snapshots, Trigger::Resync).await;
             }
             Err(error) => {
                 tracing::warn!(%error, "notification listener failed");
@@ -217,8 +237,8 @@ async fn follow(snapshots: &Snapshots, listener: &mut PgListener) {
     }
 }
 
-async fn refresh_logged(snapshots: &Snapshots) {
-    if let Err(error) = snapshots.refresh().await {
+async fn refresh_logged(snapshots: &Snapshots, trigger: Trigger) {
+    if let Err(error) = snapshots.refresh_on(trigger).await {
         tracing::warn!(%error, "refreshing the snapshot failed");
     }
 }

@@ -9,6 +9,9 @@ pub const TRAFFIC_MAX_AGE_MS: i64 = 15_000;
 
 /// Index of the 5xx class in `TrafficCounters.status_classes`.
 const CLASS_5XX: usize = 4;
+/// Index of the requests the gateway answered itself (no route, no target, connect failure,
+/// timeout): errors too, though no upstream sent a status.
+const CLASS_GATEWAY: usize = 5;
 
 /// Rates over each report's own interval, summed over data planes; p99 is the worst reported.
 pub fn aggregate(reports: &[(i64, TrafficReport)]) -> Traffic {
@@ -68,7 +71,10 @@ fn add(sums: &mut BTreeMap<String, Sum>, counters: &TrafficCounters, seconds: f6
         ..Default::default()
     });
     let requests: u64 = counters.status_classes.iter().sum();
-    let errors = counters.status_classes.get(CLASS_5XX).copied().unwrap_or(0);
+    let errors = [CLASS_5XX, CLASS_GATEWAY]
+        .iter()
+        .filter_map(|&i| counters.status_classes.get(i))
+        .sum::<u64>();
     sum.requests_per_second += requests as f64 / seconds;
     sum.errors_per_second += errors as f64 / seconds;
     sum.latency_p99_ms = sum.latency_p99_ms.max(counters.latency_p99_ms);
@@ -95,7 +101,7 @@ mod tests {
     fn rates_are_summed_over_data_planes() {
         let a = TrafficReport {
             interval_ms: 5000,
-            routes: vec![counters("web", [0, 90, 0, 0, 10, 0], 12.0)],
+            routes: vec![counters("web", [0, 90, 0, 0, 5, 5], 12.0)],
             upstreams: vec![],
         };
         let b = TrafficReport {

@@ -4,12 +4,15 @@
 //!   the control plane never gets a serving data plane restarted.
 //! - `/readyz`: 503 until a config is applied (from a control plane or the cache), then 200.
 //! - `/config`: version, hash, staleness, connection and resource names, as JSON.
+//! - `/metrics`: Prometheus text format (see [`crate::telemetry::exposition`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::app::Gateway;
 use crate::proxy::{ProxyBody, drain, json_response, stop_requested};
+use crate::telemetry::exposition;
 
 pub fn respond<B>(gateway: &Gateway, request: &Request<B>) -> Response<ProxyBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -43,8 +47,19 @@ pub fn respond<B>(gateway: &Gateway, request: &Request<B>) -> Response<ProxyBody
             ),
         },
         "/config" => json_response(StatusCode::OK, &config_json(gateway)),
+        "/metrics" => metrics_response(gateway),
         _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
     }
+}
+
+fn metrics_response(gateway: &Gateway) -> Response<ProxyBody> {
+    let body = exposition::render(gateway);
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(exposition::CONTENT_TYPE),
+    );
+    response
 }
 
 fn config_json(gateway: &Gateway) -> serde_json::Value {
@@ -130,6 +145,7 @@ mod tests {
         assert_eq!(get(&gateway, "/healthz"), StatusCode::OK);
         assert_eq!(get(&gateway, "/readyz"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(get(&gateway, "/config"), StatusCode::OK);
+        assert_eq!(get(&gateway, "/metrics"), StatusCode::OK);
         assert_eq!(get(&gateway, "/nope"), StatusCode::NOT_FOUND);
     }
 }

@@ -21,6 +21,7 @@ use crate::dns::{Dns, Lookup, Resolutions, dns_name};
 use crate::health::HealthChecks;
 use crate::state::CarriedState;
 use crate::table::{RouteTable, compile_resolved};
+use crate::telemetry::Metrics;
 
 /// Where the applied config came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,7 @@ pub struct Gateway {
     applying: tokio::sync::Mutex<()>,
     /// Recompiles the config in service when a DNS name's addresses change.
     refresher: OnceLock<OwnedTask>,
+    metrics: Metrics,
 }
 
 impl Gateway {
@@ -98,6 +100,11 @@ impl Gateway {
     /// State kept across tables: target health for the reports.
     pub fn carried(&self) -> &CarriedState {
         &self.carried
+    }
+
+    /// Every counter of this data plane (see [`crate::telemetry`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn begin_draining(&self) {
@@ -149,6 +156,7 @@ impl Gateway {
         applied_at: SystemTime,
     ) -> Arc<ActiveConfig> {
         self.carried.adopt(&mut table);
+        self.metrics.adopt(&mut table);
         // Probes of targets this table drops stop here, before the swap; the old table's
         // last requests may still pick those targets, on their last known health.
         self.health.adopt(&table);

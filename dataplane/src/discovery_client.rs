@@ -314,6 +314,11 @@ impl DiscoveryClient {
                 (self.hello(), None)
             }
             Err(ApplyError::Rejected(errors)) => {
+                self.gateway
+                    .metrics()
+                    .process
+                    .config_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(version, errors = ?errors, "rejected config; the previous one keeps serving");
                 let nack = DataPlaneMessage {
                     kind: Some(data_plane_message::Kind::Nack(Nack {

@@ -20,5 +20,6 @@ pub mod retry;
 pub mod route;
 pub mod state;
 pub mod table;
+pub mod telemetry;
 pub mod traffic;
 pub mod upgrade;

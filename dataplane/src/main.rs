@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -12,7 +13,8 @@ use gateway_dataplane::app::Gateway;
 use gateway_dataplane::cache::SnapshotCache;
 use gateway_dataplane::discovery_client::{DiscoveryClient, DiscoveryToken, NodeIdentity};
 use gateway_dataplane::lifecycle::{self, Addresses, DrainPolicy, Listeners, Switches};
-use gateway_dataplane::proxy::Proxy;
+use gateway_dataplane::proxy::{Observers, Proxy};
+use gateway_dataplane::telemetry::{AccessLog, AccessLogTarget, Tracing, TracingConfig};
 use gateway_dataplane::{admin, proxy};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -25,7 +27,7 @@ struct Flags {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// Address of the admin listener (/healthz, /readyz, /config).
+    /// Address of the admin listener (/healthz, /readyz, /config, /metrics).
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     admin_listen: SocketAddr,
 
@@ -92,9 +94,28 @@ struct Flags {
     #[arg(long, env = "GATEWAY_UPGRADE", requires = "upgrade_socket")]
     upgrade: bool,
 
-    /// Log line format; the level comes from RUST_LOG (default: info).
+    /// Diagnostic log line format (stderr); the level comes from RUST_LOG (default: info).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Write one JSON access-log line per request to `stdout` or to the file PATH (appended)
+    /// [default: off].
+    #[arg(long, env = "GATEWAY_ACCESS_LOG", value_name = "stdout|PATH")]
+    access_log: Option<AccessLogTarget>,
+
+    /// Export request traces with OTLP over gRPC to this collector, e.g. http://127.0.0.1:4317
+    /// [default: off].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// Fraction of new traces to record, 0 to 1; a request whose caller decided (`traceparent`)
+    /// follows the caller's decision.
+    #[arg(long, env = "GATEWAY_TRACE_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    trace_sample_ratio: f64,
+
+    /// `service.name` of exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "gateway-dataplane")]
+    otel_service_name: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -109,6 +130,13 @@ fn parse_label(raw: &str) -> Result<(String, String), String> {
             Ok((key.trim().to_string(), value.trim().to_string()))
         }
         _ => Err(format!("{raw:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{raw:?} is not a number from 0 to 1")),
     }
 }
 
@@ -209,11 +237,36 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         "gateway-dataplane started"
     );
 
+    let observers = Observers {
+        access_log: match &flags.access_log {
+            Some(target) => {
+                Some(AccessLog::start(target, gateway.clone()).context("--access-log")?)
+            }
+            None => None,
+        },
+        tracing: match &flags.otlp_endpoint {
+            Some(endpoint) if !endpoint.trim().is_empty() => {
+                let config = TracingConfig {
+                    endpoint: endpoint.trim().to_string(),
+                    sample_ratio: flags.trace_sample_ratio,
+                    service_name: flags.otel_service_name.clone(),
+                };
+                tracing::info!(endpoint = %config.endpoint, ratio = config.sample_ratio, "exporting request traces");
+                Some(Arc::new(
+                    Tracing::start(&config).context("--otlp-endpoint")?,
+                ))
+            }
+            _ => None,
+        },
+        ..Observers::default()
+    };
+    let tracing_handle = observers.tracing.clone();
+
     let (stop_proxy, proxy_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
     let proxy_task = tokio::spawn(proxy::serve(
         serving.proxy,
-        Proxy::new(gateway.clone()),
+        Proxy::with_observers(gateway.clone(), observers),
         proxy_stopped,
         flags.drain_timeout,
     ));
@@ -240,6 +293,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let _ = switches.stop_admin.send(true);
     discovery_task.abort();
     let _ = admin_task.await;
+    if let Some(tracing) = tracing_handle {
+        // The batch exporter blocks while it flushes; keep that off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
     tracing::info!("drained; exiting");
     Ok(())
 }

@@ -145,6 +145,10 @@ fn eject(pool: &UpstreamPool, policy: &OutlierPolicy, target: &Arc<TargetState>,
     if !target.set_ejected(true, reason) {
         return;
     }
+    target
+        .counters
+        .ejections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::warn!(upstream = %pool.name, target = %target.address, %reason, ejected_for = ?duration, "target ejected");
     let target = Arc::clone(target);
     tokio::spawn(async move {

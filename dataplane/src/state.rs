@@ -42,6 +42,27 @@ pub struct TargetState {
     changes: Arc<Notify>,
     /// Failure streaks and ejection history (see [`crate::outlier`]).
     pub(crate) outlier: OutlierCounters,
+    /// Health-check results and ejections, for `/metrics`.
+    pub counters: TargetCounters,
+}
+
+/// What happened to a target, counted for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TargetCounters {
+    pub checks_passed: AtomicU64,
+    pub checks_failed: AtomicU64,
+    pub ejections: AtomicU64,
+}
+
+impl TargetCounters {
+    pub fn record_check(&self, passed: bool) {
+        let counter = if passed {
+            &self.checks_passed
+        } else {
+            &self.checks_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +100,7 @@ impl TargetState {
             }),
             changes,
             outlier: OutlierCounters::default(),
+            counters: TargetCounters::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod grpc;
+pub mod observe;
 pub mod openapi;
 pub mod rest;
 

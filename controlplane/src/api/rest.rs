@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::page::Page;
 use crate::service::{ApplyOptions, ConfigService, Referenced, Written};
 use crate::store::Store;
+use crate::telemetry::{self, Metrics};
 use crate::write::WriteMode;
 
 /// Largest accepted request body; an apply of a 10,000-route config fits comfortably.
@@ -42,11 +43,22 @@ const LIST: &[&str] = &["page_size", "page_token", "label"];
 struct AppState {
     service: ConfigService,
     store: Store,
+    metrics: Arc<Metrics>,
 }
 
-/// The REST app: the open routes (probes, the document), and `/v1` behind authentication.
-pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Router {
-    let state = AppState { service, store };
+/// The REST app: the open routes (probes, the document, `/metrics`), and `/v1` behind
+/// authentication.
+pub fn router(
+    service: ConfigService,
+    store: Store,
+    auth: Authenticator,
+    metrics: Arc<Metrics>,
+) -> Router {
+    let state = AppState {
+        service,
+        store,
+        metrics: Arc::clone(&metrics),
+    };
     let (v1, v1_doc) = v1_routes().split_for_parts();
     let (open, open_doc) = open_routes().split_for_parts();
     let document = Arc::new(document_json(v1_doc, open_doc));
@@ -61,6 +73,13 @@ pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Rout
                 }
             }),
         )
+        .route("/metrics", get(metrics_text))
+        // Route layer: it sees the matched path (a bounded `operation` label); unknown paths
+        // fall through to the fallback uncounted.
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            api::observe::rest,
+        ))
         .fallback(|| async {
             ApiError::BadRequest(
                 "no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status and /openapi.json"
@@ -70,6 +89,15 @@ pub fn router(service: ConfigService, store: Store, auth: Authenticator) -> Rout
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Prometheus text: see [`crate::telemetry`].
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The OpenAPI document, pretty-printed, as `/openapi.json` serves it.

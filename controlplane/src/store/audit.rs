@@ -51,6 +51,7 @@ pub(super) async fn record(
 
 impl Store {
     /// Audit entries newest first, optionally only those of `actor`.
+    #[tracing::instrument(name = "store.audit", skip_all)]
     pub async fn audit(
         &self,
         page: &PageRequest,

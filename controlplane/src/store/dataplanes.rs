@@ -18,6 +18,7 @@ const SEEN_WITHIN_MS: i64 = 30_000;
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
+    #[tracing::instrument(name = "store.dataplane_connected", skip_all)]
     pub async fn dataplane_connected(&self, hello: &Hello, address: &str) -> Result<(), ApiError> {
         let now = now_ms();
         let labels = serde_json::to_string(&hello.labels).unwrap_or_else(|_| "{}".into());
@@ -43,6 +44,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.dataplane_applied", skip_all)]
     pub async fn dataplane_applied(
         &self,
         node_id: &str,
@@ -62,6 +64,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.dataplane_rejected", skip_all)]
     pub async fn dataplane_rejected(
         &self,
         node_id: &str,
@@ -82,6 +85,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.dataplane_seen", skip_all)]
     pub async fn dataplane_seen(&self, node_id: &str) -> Result<(), ApiError> {
         sqlx::query("UPDATE dataplanes SET last_seen_ms = $2, connected = 1 WHERE node_id = $1")
             .bind(node_id)
@@ -91,6 +95,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.dataplane_disconnected", skip_all)]
     pub async fn dataplane_disconnected(&self, node_id: &str) -> Result<(), ApiError> {
         sqlx::query("UPDATE dataplanes SET connected = 0, last_seen_ms = $2 WHERE node_id = $1")
             .bind(node_id)
@@ -100,6 +105,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.dataplanes", skip_all)]
     pub async fn dataplanes(&self) -> Result<Vec<DataPlane>, ApiError> {
         let rows = sqlx::query(
             "SELECT node_id, labels, build_version, address, connected, connected_since_ms, last_seen_ms, \

@@ -63,6 +63,7 @@ pub struct Store {
 
 impl Store {
     /// Connects, applies migrations and, for the embedded store, takes the single-writer lock.
+    #[tracing::instrument(name = "store.open", skip_all)]
     pub async fn open(url: &str) -> Result<Store, OpenError> {
         let (pool, backend) = backend::open(url).await?;
         Ok(Store { pool, backend })
@@ -73,6 +74,7 @@ impl Store {
     }
 
     /// Ready means the database answers and the schema is in place.
+    #[tracing::instrument(name = "store.ping", skip_all)]
     pub async fn ping(&self) -> Result<(), ApiError> {
         sqlx::query("SELECT version FROM config_head WHERE id = 1")
             .fetch_one(&self.pool)
@@ -80,6 +82,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "store.head_version", skip_all)]
     pub async fn head_version(&self) -> Result<u64, ApiError> {
         let row = sqlx::query("SELECT version FROM config_head WHERE id = 1")
             .fetch_one(&self.pool)
@@ -88,6 +91,7 @@ impl Store {
     }
 
     /// The newest version and its config.
+    #[tracing::instrument(name = "store.latest", skip_all)]
     pub async fn latest(&self) -> Result<VersionedConfig, ApiError> {
         let row = sqlx::query(
             "SELECT version, hash, config FROM config_versions ORDER BY version DESC LIMIT 1",
@@ -101,6 +105,7 @@ impl Store {
     }
 
     /// Versions newest first, without their configs.
+    #[tracing::instrument(name = "store.versions", skip_all)]
     pub async fn versions(&self, page: &PageRequest) -> Result<Page<ConfigVersion>, ApiError> {
         let before = match &page.after {
             None => i64::MAX,
@@ -133,6 +138,7 @@ impl Store {
     }
 
     /// One version with its whole config, if it exists.
+    #[tracing::instrument(name = "store.version", skip_all)]
     pub async fn version(&self, version: u64) -> Result<Option<ConfigVersion>, ApiError> {
         let row = sqlx::query(
             "SELECT version, hash, created_at_ms, changes, config, author FROM config_versions WHERE version = $1",
@@ -151,6 +157,7 @@ impl Store {
         }))
     }
 
+    #[tracing::instrument(name = "store.get", skip_all)]
     pub async fn get<R: StoredResource>(&self, name: &str) -> Result<R, ApiError> {
         let sql = format!("SELECT spec FROM {} WHERE name = $1", R::TABLE);
         let row = sqlx::query(&sql)
@@ -168,6 +175,7 @@ impl Store {
     /// Rows are read in name order after the page's cursor, a chunk at a time, until the page
     /// (plus one, to know whether more follow) is full: a selective label filter costs more
     /// reads, never more memory.
+    #[tracing::instrument(name = "store.list", skip_all)]
     pub async fn list<R: StoredResource>(
         &self,
         page: &PageRequest,
@@ -215,6 +223,7 @@ impl Store {
     /// The closure sees the latest committed config (writers are serialized), may refuse with an
     /// error, and the result is validated as a whole before any row is written. The new version
     /// names `author`, and the audit row of the change is written in the same transaction.
+    #[tracing::instrument(name = "store.mutate", skip_all)]
     pub async fn mutate(
         &self,
         author: &Author,
@@ -225,6 +234,7 @@ impl Store {
 
     /// [`Store::mutate`] without the commit: the same checks, and the version and changes the
     /// change would produce, after which everything is rolled back (no version is used up).
+    #[tracing::instrument(name = "store.dry_run", skip_all)]
     pub async fn dry_run(
         &self,
         author: &Author,

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 
 impl Store {
     /// Replaces everything `node_id` said before about target health.
+    #[tracing::instrument(name = "store.record_health", skip_all)]
     pub async fn record_health(
         &self,
         node_id: &str,
@@ -38,6 +39,7 @@ impl Store {
     }
 
     /// Every data plane's view of `upstream`'s targets, ordered by address then data plane.
+    #[tracing::instrument(name = "store.upstream_health", skip_all)]
     pub async fn upstream_health(
         &self,
         upstream: &str,
@@ -66,6 +68,7 @@ impl Store {
             .collect()
     }
 
+    #[tracing::instrument(name = "store.record_traffic", skip_all)]
     pub async fn record_traffic(
         &self,
         node_id: &str,
@@ -87,6 +90,7 @@ impl Store {
 
     /// The latest traffic report of each data plane that reported within `max_age_ms`, with
     /// when it arrived.
+    #[tracing::instrument(name = "store.recent_traffic", skip_all)]
     pub async fn recent_traffic(
         &self,
         max_age_ms: i64,

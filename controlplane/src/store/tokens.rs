@@ -11,6 +11,7 @@ use crate::error::ApiError;
 
 impl Store {
     /// Whether any admin token exists: the end of the local no-token fallback.
+    #[tracing::instrument(name = "store.has_admin_token", skip_all)]
     pub async fn has_admin_token(&self) -> Result<bool, ApiError> {
         let row = sqlx::query("SELECT name FROM tokens WHERE role = $1 LIMIT 1")
             .bind(Role::Admin.as_str())
@@ -20,6 +21,7 @@ impl Store {
     }
 
     /// The principal whose token hashes to `sha256`, if any.
+    #[tracing::instrument(name = "store.token_by_sha256", skip_all)]
     pub async fn token_by_sha256(&self, sha256: &str) -> Result<Option<Principal>, ApiError> {
         let row = sqlx::query("SELECT name, role FROM tokens WHERE token_sha256 = $1")
             .bind(sha256)
@@ -35,6 +37,7 @@ impl Store {
         }))
     }
 
+    #[tracing::instrument(name = "store.create_token", skip_all)]
     pub async fn create_token(
         &self,
         name: &str,
@@ -68,6 +71,7 @@ impl Store {
         })
     }
 
+    #[tracing::instrument(name = "store.tokens", skip_all)]
     pub async fn tokens(&self) -> Result<Vec<Token>, ApiError> {
         let rows =
             sqlx::query("SELECT name, role, created_at_ms, created_by FROM tokens ORDER BY name")
@@ -76,6 +80,7 @@ impl Store {
         rows.iter().map(token_from_row).collect()
     }
 
+    #[tracing::instrument(name = "store.revoke_token", skip_all)]
     pub async fn revoke_token(&self, name: &str, author: &Author) -> Result<(), ApiError> {
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query("DELETE FROM tokens WHERE name = $1")

@@ -47,7 +47,9 @@ pub async fn run(
     tokio::time::sleep(policy.jitter(policy.interval)).await;
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
-        match checker.check(&policy).await {
+        let result = checker.check(&policy).await;
+        state.counters.record_check(result.is_ok());
+        match result {
             Ok(note) => {
                 (successes, failures) = (successes.saturating_add(1), 0);
                 if successes >= policy.healthy_threshold && state.record_check(true, &note) {

@@ -11,7 +11,7 @@
 //! upstream's traffic once, when the body is done with.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 
 use crate::state::{RouteState, UpstreamState};
 use crate::table::{RouteEntry, UpstreamPool};
+use crate::telemetry::RouteStats;
 
 /// Bodies up to this size are buffered when the route retries.
 pub const MAX_BUFFERED: usize = 64 * 1024;
@@ -49,19 +50,28 @@ pub struct StreamedBody {
     meter: BodyMeter,
 }
 
-/// Bytes received from the client, added to the traffic counters when dropped.
+/// Bytes received from the client, added to the traffic counters (and the route's metrics, and
+/// the request's access-log line when there is one) when dropped.
 #[derive(Debug)]
 pub struct BodyMeter {
     route: Arc<RouteState>,
     upstream: Arc<UpstreamState>,
+    stats: Arc<RouteStats>,
+    request: Option<Arc<AtomicU64>>,
     received: u64,
 }
 
 impl BodyMeter {
-    pub fn new(route: &RouteEntry, upstream: &UpstreamPool) -> BodyMeter {
+    pub fn new(
+        route: &RouteEntry,
+        upstream: &UpstreamPool,
+        request: Option<Arc<AtomicU64>>,
+    ) -> BodyMeter {
         BodyMeter {
             route: Arc::clone(&route.state),
             upstream: Arc::clone(&upstream.state),
+            stats: Arc::clone(&route.stats),
+            request,
             received: 0,
         }
     }
@@ -71,6 +81,12 @@ impl Drop for BodyMeter {
     fn drop(&mut self) {
         self.route.traffic.add_bytes_in(self.received);
         self.upstream.traffic.add_bytes_in(self.received);
+        if self.received > 0 {
+            self.stats.add_bytes_in(self.received);
+            if let Some(request) = &self.request {
+                request.fetch_add(self.received, Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use http_body_util::{Either, Full};
 
 use super::ProxyBody;
 use crate::table::{NoTarget, UpstreamPool};
+use crate::telemetry::LocalReason;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -80,6 +81,24 @@ impl ProxyError {
             | ProxyError::ResponseTimeout(_)
             | ProxyError::PerTryTimeout(_)
             | ProxyError::UpstreamFailed(_) => Side::Upstream,
+        }
+    }
+
+    /// What the metrics and the access log call this failure.
+    pub fn local_reason(&self) -> LocalReason {
+        match self {
+            ProxyError::NoRoute { .. } => LocalReason::NoRoute,
+            ProxyError::NotReady => LocalReason::NotReady,
+            ProxyError::Internal(_) => LocalReason::Internal,
+            ProxyError::NoTargets { .. } => LocalReason::NoTargets,
+            ProxyError::AllUnhealthy { .. } => LocalReason::AllUnhealthy,
+            ProxyError::BadRequest(_) => LocalReason::BadRequest,
+            ProxyError::ClientBody(_) => LocalReason::ClientBody,
+            ProxyError::ConnectTimeout(_) => LocalReason::ConnectTimeout,
+            ProxyError::ConnectFailed(_) => LocalReason::ConnectFailed,
+            ProxyError::ResponseTimeout(_) => LocalReason::ResponseTimeout,
+            ProxyError::PerTryTimeout(_) => LocalReason::PerTryTimeout,
+            ProxyError::UpstreamFailed(_) => LocalReason::UpstreamFailed,
         }
     }
 
@@ -248,6 +267,11 @@ mod tests {
         ];
         for (error, status, side) in cases {
             assert_eq!(error.side(), side, "{error}");
+            assert_eq!(
+                error.local_reason().status_class(),
+                crate::telemetry::status_class(status),
+                "{error}"
+            );
             let response = error.into_response();
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");

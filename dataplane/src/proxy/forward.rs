@@ -16,11 +16,13 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{BodyMeter, RequestBody, UpstreamBody};
+use super::observe::Exchange;
 use super::{Proxy, ProxyError, headers, source_chain};
 use crate::outlier::{self, Outcome};
 use crate::retry::{self, ActiveRetry, RetryOn};
 use crate::state::InFlight;
 use crate::table::{RouteEntry, Target, Tried, UpstreamPool};
+use crate::telemetry::RetryReason;
 
 /// An upstream's answer, with the target's in-flight count held until the response ends.
 pub type Answer = (Response<Incoming>, InFlight);
@@ -32,6 +34,7 @@ impl Proxy {
         client: SocketAddr,
         route: &RouteEntry,
         upstream: &UpstreamPool,
+        exchange: &mut Exchange,
     ) -> Result<Answer, ProxyError> {
         let deadline = Instant::now() + route.timeout;
         let key = upstream
@@ -40,7 +43,7 @@ impl Proxy {
             .and_then(|key| key.hash(request.uri(), request.headers(), client.ip()));
         let (mut parts, body) = request.into_parts();
         let idempotent = retry::is_idempotent(&parts.method);
-        let meter = BodyMeter::new(route, upstream);
+        let meter = BodyMeter::new(route, upstream, exchange.bytes_in());
         let prepared = RequestBody::prepare(body, route.retry.is_some(), idempotent, meter);
         let mut body = match tokio::time::timeout_at(deadline, prepared).await {
             Ok(Ok(body)) => body,
@@ -66,7 +69,10 @@ impl Proxy {
                 // Retries check `is_replayable` first; the first attempt always has its body.
                 return last.unwrap_or(Err(ProxyError::Internal("the request body is spent")));
             };
-            let request = attempt_request(&mut parts, target, attempt_body, route.retry.is_none())?;
+            let mut request =
+                attempt_request(&mut parts, target, attempt_body, route.retry.is_none())?;
+            exchange.attempt(&self.observers, &target.state, &mut request);
+            let sent = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_try = route
                 .retry
@@ -85,6 +91,11 @@ impl Proxy {
                         None => ProxyError::ResponseTimeout(route.timeout),
                     }),
                 };
+            exchange.attempt_done(
+                &upstream.stats,
+                sent.elapsed(),
+                result.as_ref().map(|(response, _)| response.status()),
+            );
             outlier::observe(upstream, &target.state, outcome(&result));
             _retry = None;
 
@@ -103,6 +114,10 @@ impl Proxy {
                 return result.inspect_err(|e| log_failure(e, route, upstream, target));
             };
             retries += 1;
+            exchange.retrying(match &result {
+                Ok(_) => RetryReason::Status5xx,
+                Err(error) => RetryReason::of(error.local_reason()),
+            });
             tracing::debug!(
                 route = %route.name,
                 upstream = %upstream.name,

@@ -5,13 +5,15 @@
 //! ([`body`]) → rewrite headers → attempts ([`forward`]): pick a target with the upstream's
 //! balancer, send with the pooled client within the per-try and total timeouts, observe the
 //! outcome, maybe retry elsewhere → stream the response back ([`response`]). Every failure is a
-//! [`ProxyError`] and becomes a response in [`ProxyError::into_response`].
+//! [`ProxyError`] and becomes a response in [`ProxyError::into_response`]. Last, when the
+//! response body is over, the request is recorded (metrics, access log, spans: [`observe`]).
 
 mod body;
 mod client;
 mod error;
 mod forward;
 pub mod headers;
+pub mod observe;
 mod response;
 
 use std::convert::Infallible;
@@ -32,10 +34,12 @@ use tokio::sync::watch;
 
 use crate::app::Gateway;
 use crate::route::normalize_host;
+use observe::Exchange;
 
 pub use body::MAX_BUFFERED;
 pub use client::UpstreamClients;
 pub use error::{ProxyError, Side, json_response};
+pub use observe::{ObservedBody, Observers};
 pub use response::{Record, ResponseBody};
 
 /// Response bodies: streamed from a target, or a small body the gateway wrote itself.
@@ -47,23 +51,43 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Proxy {
     gateway: Arc<Gateway>,
     clients: UpstreamClients,
+    observers: Observers,
 }
 
 impl Proxy {
+    /// A proxy with request ids, metrics, and neither access log nor tracing.
     pub fn new(gateway: Arc<Gateway>) -> Arc<Proxy> {
+        Proxy::with_observers(gateway, Observers::default())
+    }
+
+    pub fn with_observers(gateway: Arc<Gateway>, observers: Observers) -> Arc<Proxy> {
+        let connections = Arc::clone(&gateway.metrics().connections);
         Arc::new(Proxy {
             gateway,
-            clients: UpstreamClients::default(),
+            clients: UpstreamClients::counting_in(connections),
+            observers,
         })
     }
 
     /// Serves one request; failures are already responses.
     pub async fn handle(
         &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ObservedBody> {
+        let mut exchange = Exchange::begin(&self.gateway, &self.observers, &mut request, client);
+        let response = self.route(request, client, &mut exchange).await;
+        exchange.respond(&self.observers, response)
+    }
+
+    async fn route(
+        &self,
         request: Request<Incoming>,
         client: SocketAddr,
+        exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
         let Some(active) = self.gateway.active() else {
+            exchange.failed(&ProxyError::NotReady);
             return ResponseBody::unrouted(ProxyError::NotReady.into_response());
         };
         let host = normalize_host(request_host(&request));
@@ -73,10 +97,15 @@ impl Proxy {
                 host: host.into_owned(),
                 path: path.to_string(),
             };
+            exchange.failed(&error);
             return ResponseBody::unrouted(error.into_response());
         };
+        exchange.routed(&route.stats, &self.observers);
         let record = Record::new(route, upstream);
-        match self.forward(request, client, route, upstream).await {
+        match self
+            .forward(request, client, route, upstream, exchange)
+            .await
+        {
             Ok((response, in_flight)) => {
                 let record = record.answered(response.status(), in_flight);
                 let mut response = response.map(Either::Left);
@@ -84,7 +113,10 @@ impl Proxy {
                 headers::add_via(response.headers_mut());
                 ResponseBody::recorded(response, record)
             }
-            Err(error) => ResponseBody::recorded(error.into_response(), record),
+            Err(error) => {
+                exchange.failed(&error);
+                ResponseBody::recorded(error.into_response(), record)
+            }
         }
     }
 }
@@ -155,6 +187,7 @@ pub async fn serve(
             () = stop_requested(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = OpenConnection::start(&proxy.gateway);
         let proxy = Arc::clone(&proxy);
         let service = service_fn(move |request| {
             let proxy = Arc::clone(&proxy);
@@ -170,6 +203,7 @@ pub async fn serve(
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = connection.await {
                 tracing::debug!(%client, %error, "proxy connection ended with an error");
             }
@@ -179,6 +213,32 @@ pub async fn serve(
     let grace = IDLE_GRACE.min(drain_timeout);
     tokio::time::sleep(grace).await;
     drain(graceful, drain_timeout.saturating_sub(grace)).await;
+}
+
+/// A client connection, counted as open until dropped.
+struct OpenConnection(Arc<Gateway>);
+
+impl OpenConnection {
+    fn start(gateway: &Arc<Gateway>) -> OpenConnection {
+        let process = &gateway.metrics().process;
+        process
+            .downstream_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        process
+            .downstream_connections_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(Arc::clone(gateway))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .metrics()
+            .process
+            .downstream_connections_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

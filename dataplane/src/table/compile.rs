@@ -28,6 +28,7 @@ use crate::outlier::{DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_EJECTION, OutlierP
 use crate::retry::{DEFAULT_BUDGET_PERCENT, RetryOn, RetryPolicy};
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
 use crate::state::{TargetState, UpstreamState};
+use crate::telemetry::{RouteStats, UpstreamStats};
 
 /// Builds the runtime table for `config`, or returns every reason it cannot.
 pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
@@ -79,6 +80,7 @@ pub fn compile_resolved(
                 connect_timeout: (route.connect_timeout_ms > 0)
                     .then(|| Duration::from_millis(u64::from(route.connect_timeout_ms))),
                 state: Arc::default(),
+                stats: Arc::new(RouteStats::new(&route.name, &route.upstream)),
             });
         }
     }
@@ -277,6 +279,7 @@ fn upstream(
         balancer: Balancer::new(policy, &weighted),
         hash_key,
         state: Arc::new(UpstreamState::default()),
+        stats: Arc::new(UpstreamStats::new(&upstream.name)),
         targets,
     }
 }

@@ -17,6 +17,7 @@ use crate::outlier::OutlierPolicy;
 use crate::retry::RetryPolicy;
 use crate::route::RouteMatcher;
 use crate::state::{RouteState, TargetState, UpstreamState};
+use crate::telemetry::{RouteStats, UpstreamStats};
 
 pub use compile::{compile, compile_resolved};
 
@@ -49,6 +50,15 @@ pub struct RouteEntry {
     pub connect_timeout: Option<Duration>,
     /// Load and traffic, carried from table to table by route name.
     pub(crate) state: Arc<RouteState>,
+    /// Counters, carried from table to table by name (see [`crate::telemetry::Metrics`]).
+    pub stats: Arc<RouteStats>,
+}
+
+impl RouteEntry {
+    /// Index of its upstream in the table.
+    pub(crate) fn upstream_index(&self) -> usize {
+        self.upstream
+    }
 }
 
 /// Header edits applied to the request sent upstream, in order: set, then remove.
@@ -74,6 +84,8 @@ pub struct UpstreamPool {
     pub hash_key: Option<HashKey>,
     /// Carried from table to table (see [`crate::state`]).
     pub(crate) state: Arc<UpstreamState>,
+    /// Counters, carried from table to table by name (see [`crate::telemetry::Metrics`]).
+    pub stats: Arc<UpstreamStats>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +164,10 @@ impl RouteTable {
 
     pub(crate) fn upstreams_mut(&mut self) -> impl Iterator<Item = &mut UpstreamPool> {
         self.upstreams.iter_mut()
+    }
+
+    pub(crate) fn parts_mut(&mut self) -> (&mut [RouteEntry], &mut [UpstreamPool]) {
+        (&mut self.routes, &mut self.upstreams)
     }
 }
 

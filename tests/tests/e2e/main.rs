@@ -8,6 +8,7 @@ mod auth;
 mod convergence;
 mod distribution;
 mod lifecycle;
+mod observability;
 mod operations;
 mod routing;
 mod writes;

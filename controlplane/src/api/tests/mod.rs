@@ -49,6 +49,7 @@ pub fn config() -> ServerConfig {
         max_snapshot_bytes: crate::discovery::MAX_MESSAGE_BYTES,
         bootstrap_token: None,
         insecure_no_auth: false,
+        metrics: std::sync::Arc::default(),
     }
 }
 
