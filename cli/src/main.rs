@@ -21,6 +21,7 @@ use clap_complete::Shell;
 use commands::Context;
 use commands::apply::ApplyArgs;
 use commands::audit::AuditArgs;
+use commands::certificate::CertificateCommand;
 use commands::config::ConfigCommand;
 use commands::dataplane::DataPlaneCommand;
 use commands::diff::DiffArgs;
@@ -112,6 +113,12 @@ enum Command {
     Healthcheck {
         #[command(subcommand)]
         command: HealthCheckCommand,
+    },
+    /// TLS certificates served by SNI (private keys are write-only)
+    #[command(alias = "cert")]
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
     },
     /// Data planes and the config version each applied or rejected
     Dataplane {
@@ -276,6 +283,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Upstream { command } => commands::upstream::run(ctx, command).await,
         Command::Route { command } => commands::route::run(ctx, command).await,
         Command::Healthcheck { command } => commands::healthcheck::run(ctx, command).await,
+        Command::Certificate { command } => commands::certificate::run(ctx, command).await,
         Command::Dataplane { command } => commands::dataplane::run(ctx, command).await,
         Command::Status => commands::status::run(ctx).await,
         Command::Apply(args) => commands::apply::run(ctx, args).await,

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use comfy_table::{Attribute, Cell, ContentArrangement, Table, presets};
 use gateway_proto::kind::Resource;
-use gateway_proto::v1::{Config, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::v1::{Certificate, Config, HealthCheckPolicy, Route, Upstream};
 use serde::Serialize;
 
 /// The `api_version` written into, and accepted from, apply-file documents.
@@ -172,12 +172,13 @@ pub fn yaml_resources<R: Resource + Serialize>(items: &[R]) -> anyhow::Result<St
 #[derive(Serialize)]
 #[serde(untagged)]
 enum AnyDocument<'a> {
+    Certificate(Document<'a, Certificate>),
     HealthCheck(Document<'a, HealthCheckPolicy>),
     Upstream(Document<'a, Upstream>),
     Route(Document<'a, Route>),
 }
 
-/// A whole config as apply-file documents: health checks, then upstreams, then routes (the
+/// A whole config as apply-file documents: certificates, health checks, upstreams, routes (the
 /// order in which each may refer to the ones before it), each kind sorted by name. `export`
 /// prints this and `diff` compares it, so equal configs always render identically.
 pub fn yaml_config(config: &Config) -> anyhow::Result<String> {
@@ -187,6 +188,11 @@ pub fn yaml_config(config: &Config) -> anyhow::Result<String> {
         items
     }
     let mut documents = Vec::with_capacity(config.resource_count());
+    documents.extend(
+        by_name(&config.certificates)
+            .into_iter()
+            .map(|r| AnyDocument::Certificate(document(r))),
+    );
     documents.extend(
         by_name(&config.health_checks)
             .into_iter()

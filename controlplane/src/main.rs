@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod certificate;
 mod discovery;
 mod error;
 mod grpc_health;

@@ -1,15 +1,17 @@
 //! The service layer: every admin operation, once, for both the REST and the gRPC adapters.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use gateway_proto::kind::{Kind, Resource, resource_ref};
 use gateway_proto::v1::{
-    ApplyResponse, AuditEntry, Config, ConfigVersion, CreateTokenResponse, DataPlane,
+    ApplyResponse, AuditEntry, Certificate, Config, ConfigVersion, CreateTokenResponse, DataPlane,
     FieldViolation, HealthCheckPolicy, Route, ServerInfo, Status, Token, Traffic, Upstream,
     UpstreamHealth,
 };
 
 use crate::auth::{self, Principal, Role};
+use crate::certificate;
 use crate::error::ApiError;
 use crate::page::{Page, PageRequest};
 use crate::snapshot::Snapshots;
@@ -29,11 +31,11 @@ pub struct Written<R> {
     pub changed: bool,
 }
 
-impl<R: StoredResource> Written<R> {
+impl<R: Referenced> Written<R> {
     fn new(resource: R, created: bool, commit: &Commit) -> Self {
         Written {
             etag: etag(&resource),
-            resource,
+            resource: resource.redacted(),
             version: commit.version,
             created,
             changed: !commit.changes.is_empty(),
@@ -56,10 +58,32 @@ pub struct ConfigService {
     snapshots: Snapshots,
 }
 
-/// What must be gone before a resource of this kind can be deleted.
+/// What must be gone before a resource of this kind can be deleted, and what the API may show
+/// of it.
 pub trait Referenced: StoredResource {
     /// `<kind>/<name>` of the resources that refer to `name`.
     fn users(config: &Config, name: &str) -> Vec<String>;
+
+    /// The resource as the API returns it: without secrets.
+    fn redacted(self) -> Self {
+        self
+    }
+}
+
+impl Referenced for Certificate {
+    fn users(config: &Config, name: &str) -> Vec<String> {
+        config
+            .upstreams_using_certificate(name)
+            .into_iter()
+            .map(|u| format!("upstream/{u}"))
+            .collect()
+    }
+
+    /// Private keys are write-only.
+    fn redacted(mut self) -> Self {
+        self.private_key_pem.clear();
+        self
+    }
 }
 
 impl Referenced for Upstream {
@@ -93,19 +117,21 @@ impl ConfigService {
         ConfigService { store, snapshots }
     }
 
-    /// A resource and its ETag.
-    pub async fn get<R: StoredResource>(&self, name: &str) -> Result<(R, String), ApiError> {
+    /// A resource (without secrets) and its ETag.
+    pub async fn get<R: Referenced>(&self, name: &str) -> Result<(R, String), ApiError> {
         let resource: R = self.store.get(name).await?;
         let tag = etag(&resource);
-        Ok((resource, tag))
+        Ok((resource.redacted(), tag))
     }
 
-    pub async fn list<R: StoredResource>(
+    pub async fn list<R: Referenced>(
         &self,
         page: &PageRequest,
         labels: &BTreeMap<String, String>,
     ) -> Result<Page<R>, ApiError> {
-        self.store.list(page, labels).await
+        let mut page: Page<R> = self.store.list(page, labels).await?;
+        page.items = page.items.into_iter().map(Referenced::redacted).collect();
+        Ok(page)
     }
 
     /// Creates, replaces or upserts one resource, if `options.precondition` holds in the
@@ -247,6 +273,12 @@ impl ConfigService {
         let mut names = Vec::new();
         names.extend(
             desired
+                .certificates
+                .iter()
+                .map(|r| format!("certificate/{}", r.name)),
+        );
+        names.extend(
+            desired
                 .health_checks
                 .iter()
                 .map(|r| format!("health-check/{}", r.name)),
@@ -268,7 +300,9 @@ impl ConfigService {
                         prune_absent::<Route>(config, &desired, selector);
                         prune_absent::<Upstream>(config, &desired, selector);
                         prune_absent::<HealthCheckPolicy>(config, &desired, selector);
+                        prune_absent::<Certificate>(config, &desired, selector);
                     }
+                    upsert_all(config, desired.certificates);
                     upsert_all(config, desired.health_checks);
                     upsert_all(config, desired.upstreams);
                     upsert_all(config, desired.routes);
@@ -283,7 +317,14 @@ impl ConfigService {
         self.store.versions(page).await
     }
 
+    /// One version, as the API shows it: private keys blanked.
     pub async fn version(&self, version: u64) -> Result<ConfigVersion, ApiError> {
+        let mut found = self.stored_version(version).await?;
+        found.config = found.config.map(Config::redacted);
+        Ok(found)
+    }
+
+    async fn stored_version(&self, version: u64) -> Result<ConfigVersion, ApiError> {
         self.store
             .version(version)
             .await?
@@ -298,7 +339,7 @@ impl ConfigService {
         validate_only: bool,
         by: &Principal,
     ) -> Result<ApplyResponse, ApiError> {
-        let target = self.version(to).await?.config.unwrap_or_default();
+        let target = self.stored_version(to).await?.config.unwrap_or_default();
         let commit = self
             .commit(&Author::new(by, "Rollback"), validate_only, move |config| {
                 *config = target;
@@ -456,6 +497,16 @@ impl ConfigService {
         validate_only: bool,
         change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
     ) -> Result<Commit, ApiError> {
+        // Certificates are checked (key, expiry) and completed (kept keys, not_after) here,
+        // in the transaction, for every kind of write alike.
+        let change = move |config: &mut Config| {
+            let before = Config {
+                certificates: config.certificates.clone(),
+                ..Config::default()
+            };
+            change(config)?;
+            certificate::prepare(&before, config, SystemTime::now())
+        };
         if validate_only {
             return self.store.dry_run(author, change).await;
         }
@@ -474,6 +525,7 @@ impl ConfigService {
 /// The API operation's name, the same on REST and gRPC: `CreateRoute`, `DeleteHealthCheck`.
 fn operation(verb: &str, kind: Kind) -> String {
     let noun = match kind {
+        Kind::Certificate => "Certificate",
         Kind::HealthCheck => "HealthCheck",
         Kind::Upstream => "Upstream",
         Kind::Route => "Route",

@@ -49,6 +49,7 @@ fn table(policy: LoadBalancingPolicy, n: usize) -> RouteTable {
         upstreams: vec![upstream],
         routes: vec![route],
         health_checks: vec![],
+        certificates: vec![],
     };
     match compile(&config) {
         Ok(table) => table,

@@ -54,6 +54,7 @@ impl ActiveConfig {
             upstreams: Vec::new(),
             routes: Vec::new(),
             health_checks: Vec::new(),
+            certificates: Vec::new(),
         };
         self.snapshot.config.as_ref().unwrap_or(&EMPTY)
     }

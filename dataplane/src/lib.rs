@@ -1,4 +1,4 @@
-//! The gateway's data plane: a stateless HTTP/1.1 proxy driven by snapshots from the control
+//! The gateway's data plane: a stateless HTTP/1.1, HTTP/2, gRPC and WebSocket proxy, plain or TLS, driven by snapshots from the control
 //! plane. See `ARCHITECTURE.md` for the life of a request and of a config change.
 //!
 //! Invariants: the request path never waits on the control plane, the cache or a lock held
@@ -21,5 +21,6 @@ pub mod route;
 pub mod state;
 pub mod table;
 pub mod telemetry;
+pub mod tls;
 pub mod traffic;
 pub mod upgrade;

@@ -16,19 +16,22 @@ use crate::upgrade::{self, Handed};
 /// The listeners of one process, as std sockets so they can be duplicated for a hand-off.
 pub struct Listeners {
     pub proxy: TcpListener,
+    pub tls: TcpListener,
     pub admin: TcpListener,
 }
 
-/// Where each listener should be (the `--listen`, `--admin-listen` flags).
+/// Where each listener should be (the `--listen`, `--tls-listen`, `--admin-listen` flags).
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
     pub proxy: SocketAddr,
+    pub tls: SocketAddr,
     pub admin: SocketAddr,
 }
 
 /// Listeners ready to serve, plus the duplicates kept to hand over on SIGQUIT.
 pub struct Serving {
     pub proxy: tokio::net::TcpListener,
+    pub tls: tokio::net::TcpListener,
     pub admin: tokio::net::TcpListener,
     pub kept: Vec<(SocketAddr, TcpListener)>,
 }
@@ -47,6 +50,7 @@ impl Listeners {
     pub fn bind(addresses: Addresses) -> anyhow::Result<Listeners> {
         Ok(Listeners {
             proxy: bind(addresses.proxy, "--listen")?,
+            tls: bind(addresses.tls, "--tls-listen")?,
             admin: bind(addresses.admin, "--admin-listen")?,
         })
     }
@@ -73,6 +77,7 @@ impl Listeners {
         };
         let listeners = Listeners {
             proxy: take(addresses.proxy, "--listen")?,
+            tls: take(addresses.tls, "--tls-listen")?,
             admin: take(addresses.admin, "--admin-listen")?,
         };
         for unused in handed {
@@ -85,12 +90,15 @@ impl Listeners {
     pub fn into_serving(self, addresses: Addresses) -> io::Result<Serving> {
         let kept = vec![
             (addresses.proxy, self.proxy.try_clone()?),
+            (addresses.tls, self.tls.try_clone()?),
             (addresses.admin, self.admin.try_clone()?),
         ];
         self.proxy.set_nonblocking(true)?;
+        self.tls.set_nonblocking(true)?;
         self.admin.set_nonblocking(true)?;
         Ok(Serving {
             proxy: tokio::net::TcpListener::from_std(self.proxy)?,
+            tls: tokio::net::TcpListener::from_std(self.tls)?,
             admin: tokio::net::TcpListener::from_std(self.admin)?,
             kept,
         })
@@ -118,7 +126,8 @@ pub enum Exit {
     HandOff,
 }
 
-/// The switches the servers watch: `stop_proxy` ends proxy accepting, `stop_admin` the admin's.
+/// The switches the servers watch: `stop_proxy` ends accepting on both proxy listeners (plain
+/// and TLS), `stop_admin` the admin's.
 pub struct Switches {
     pub stop_proxy: watch::Sender<bool>,
     pub stop_admin: watch::Sender<bool>,

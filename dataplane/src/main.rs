@@ -13,19 +13,60 @@ use gateway_dataplane::app::Gateway;
 use gateway_dataplane::cache::SnapshotCache;
 use gateway_dataplane::discovery_client::{DiscoveryClient, DiscoveryToken, NodeIdentity};
 use gateway_dataplane::lifecycle::{self, Addresses, DrainPolicy, Listeners, Switches};
-use gateway_dataplane::proxy::{Observers, Proxy};
+use gateway_dataplane::proxy::{Observers, Proxy, ServerLimits};
 use gateway_dataplane::telemetry::{AccessLog, AccessLogTarget, Tracing, TracingConfig};
-use gateway_dataplane::{admin, proxy};
+use gateway_dataplane::{admin, proxy, tls};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-/// The gateway's data plane: an HTTP/1.1 proxy configured by the control plane.
+/// The gateway's data plane: an HTTP/1.1, HTTP/2, gRPC and WebSocket proxy, plain and TLS,
+/// configured by the control plane.
 #[derive(Debug, Parser)]
 #[command(name = "gateway-dataplane", version, about)]
 struct Flags {
-    /// Address of the HTTP/1.1 proxy listener.
+    /// Address of the plain proxy listener: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+
+    /// Address of the TLS proxy listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1); its
+    /// certificates are the config's Certificate resources, chosen by SNI.
+    #[arg(long, env = "GATEWAY_TLS_LISTEN", default_value = "127.0.0.1:8443")]
+    tls_listen: SocketAddr,
+
+    /// Time a client has to send request headers (and to finish a TLS handshake); also how
+    /// long an idle HTTP/1.1 keep-alive connection waits for its next request.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes; beyond it the request
+    /// is refused (431 on HTTP/1.1).
+    #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+
+    /// Most header fields in an HTTP/1.1 request.
+    #[arg(long, env = "GATEWAY_MAX_HEADERS", default_value_t = 100)]
+    max_headers: usize,
+
+    /// HTTP/2: streams a client may have open at once on one connection.
+    #[arg(long, env = "GATEWAY_H2_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    h2_max_concurrent_streams: u32,
+
+    /// HTTP/2: flow-control window of each stream, in bytes.
+    #[arg(long, env = "GATEWAY_H2_STREAM_WINDOW", default_value_t = 1024 * 1024)]
+    h2_stream_window: u32,
+
+    /// HTTP/2: flow-control window of each connection, in bytes.
+    #[arg(long, env = "GATEWAY_H2_CONNECTION_WINDOW", default_value_t = 4 * 1024 * 1024)]
+    h2_connection_window: u32,
+
+    /// HTTP/2: interval of keep-alive PINGs; a peer that does not answer one within as long
+    /// is disconnected.
+    #[arg(long, env = "GATEWAY_H2_KEEP_ALIVE", default_value = "20s", value_parser = humantime::parse_duration)]
+    h2_keep_alive: Duration,
+
+    /// An upgraded (WebSocket) connection through which no byte moves for this long is closed.
+    #[arg(long, env = "GATEWAY_TUNNEL_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    tunnel_idle_timeout: Duration,
 
     /// Address of the admin listener (/healthz, /readyz, /config, /metrics).
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
@@ -171,7 +212,19 @@ fn init_logging(format: LogFormat) {
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let addresses = Addresses {
         proxy: flags.listen,
+        tls: flags.tls_listen,
         admin: flags.admin_listen,
+    };
+    let limits = ServerLimits {
+        header_read_timeout: flags.header_read_timeout,
+        max_header_bytes: flags.max_header_bytes,
+        max_headers: flags.max_headers,
+        h2_max_concurrent_streams: flags.h2_max_concurrent_streams,
+        h2_stream_window: flags.h2_stream_window,
+        h2_connection_window: flags.h2_connection_window,
+        h2_keep_alive_interval: flags.h2_keep_alive,
+        h2_keep_alive_timeout: flags.h2_keep_alive,
+        ..ServerLimits::default()
     };
     // A fresh start binds before anything else, so a taken port fails fast; a successor takes
     // its listeners only once it has a table to serve with.
@@ -229,6 +282,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     tracing::info!(
         listen = %flags.listen,
+        tls_listen = %flags.tls_listen,
         admin_listen = %flags.admin_listen,
         control_plane = ?addresses_cp,
         node_id = %identity.node_id,
@@ -264,12 +318,34 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let (stop_proxy, proxy_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let proxy_task = tokio::spawn(proxy::serve(
-        serving.proxy,
-        Proxy::with_observers(gateway.clone(), observers),
-        proxy_stopped,
-        flags.drain_timeout,
-    ));
+    let proxy = Proxy::with_options(gateway.clone(), observers, flags.tunnel_idle_timeout);
+    let tls_config = tls::server_config(gateway.clone()).context("TLS listener")?;
+    let tls_task = tokio::spawn({
+        let (proxy, stopped, limits) = (proxy.clone(), proxy_stopped.clone(), limits.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        async move {
+            proxy::serve_with(
+                serving.tls,
+                proxy,
+                stopped,
+                flags.drain_timeout,
+                &limits,
+                Some(acceptor),
+            )
+            .await;
+        }
+    });
+    let proxy_task = tokio::spawn(async move {
+        proxy::serve_with(
+            serving.proxy,
+            proxy,
+            proxy_stopped,
+            flags.drain_timeout,
+            &limits,
+            None,
+        )
+        .await;
+    });
     let admin_task = tokio::spawn(admin::serve(serving.admin, gateway.clone(), admin_stopped));
 
     let switches = Switches {
@@ -289,6 +365,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     )
     .await;
     let _ = proxy_task.await;
+    let _ = tls_task.await;
     // The admin listener outlives the proxy's drain, so probes see "draining", not a refusal.
     let _ = switches.stop_admin.send(true);
     discovery_task.abort();

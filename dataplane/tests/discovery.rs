@@ -24,6 +24,7 @@ fn config(upstream_name: &str) -> Config {
         upstreams: vec![upstream(upstream_name, &["127.0.0.1:1".into()])],
         routes: vec![route("root", &[], "/", upstream_name)],
         health_checks: vec![],
+        certificates: vec![],
     }
 }
 

@@ -75,6 +75,7 @@ async fn a_dns_target_follows_the_addresses_its_name_resolves_to() {
         upstreams: vec![web],
         routes: vec![route("web", &[], "/", "web")],
         health_checks: vec![],
+        certificates: vec![],
     };
     harness.apply(1, config).await;
 
@@ -141,6 +142,7 @@ async fn an_unresolved_name_is_used_as_configured() {
                 upstreams: vec![upstream("web", std::slice::from_ref(&address))],
                 routes: vec![route("web", &[], "/", "web")],
                 health_checks: vec![],
+                certificates: vec![],
             },
         )
         .await;

@@ -27,6 +27,7 @@ fn config(addresses: &[String], check: health_check_policy::Check) -> Config {
         upstreams: vec![web],
         routes: vec![route("web", &[], "/", "web")],
         health_checks: vec![health_policy("hc", check)],
+        certificates: vec![],
     }
 }
 
@@ -204,6 +205,7 @@ async fn a_target_failing_in_a_row_is_ejected_and_returns_after_the_ejection() {
                 upstreams: vec![web],
                 routes: vec![route("web", &[], "/", "web")],
                 health_checks: vec![],
+                certificates: vec![],
             },
         )
         .await;

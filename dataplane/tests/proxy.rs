@@ -29,6 +29,7 @@ async fn forwards_with_forwarding_headers_edits_and_round_robin() {
                 upstreams: vec![upstream("api", &[a.to_string(), b.to_string()])],
                 routes: vec![api],
                 health_checks: vec![],
+                certificates: vec![],
             },
         )
         .await;
@@ -85,6 +86,7 @@ async fn errors_become_404_502_504_and_503_before_any_config() {
                 ],
                 routes: vec![route("dead", &["dead.example.com"], "/", "dead"), slow],
                 health_checks: vec![],
+                certificates: vec![],
             },
         )
         .await;
@@ -114,6 +116,7 @@ async fn a_new_table_takes_effect_for_the_next_request() {
         upstreams: vec![upstream("web", &[address.to_string()])],
         routes: vec![route("web", &[], "/", "web")],
         health_checks: vec![],
+        certificates: vec![],
     };
     harness.apply(1, config(a)).await;
     let (_, headers, _) = harness.send("h", "/", "").await;
@@ -144,6 +147,7 @@ async fn consistent_hashing_keeps_each_key_on_one_target() {
                     upstreams: vec![web],
                     routes: vec![route("web", &[], "/", "web")],
                     health_checks: vec![],
+                    certificates: vec![],
                 },
             )
             .await;
@@ -184,6 +188,7 @@ async fn random_and_least_request_reach_every_target() {
                     upstreams: vec![web],
                     routes: vec![route("web", &[], "/", "web")],
                     health_checks: vec![],
+                    certificates: vec![],
                 },
             )
             .await;
@@ -211,6 +216,7 @@ async fn traffic_is_counted_by_route_and_upstream_and_status_class() {
                     route("live", &["h"], "/", "live"),
                 ],
                 health_checks: vec![],
+                certificates: vec![],
             },
         )
         .await;

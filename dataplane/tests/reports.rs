@@ -69,6 +69,7 @@ async fn health_and_traffic_reports_arrive_on_the_stream() {
             "tcp",
             health_check_policy::Check::Tcp(TcpHealthCheck {}),
         )],
+        certificates: vec![],
     };
     session.send(snapshot(1, config)).await;
     assert!(matches!(session.receive().await.kind, Some(Kind::Ack(_))));

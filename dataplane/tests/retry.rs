@@ -21,6 +21,7 @@ fn config(addresses: &[String], retry: Option<RetryPolicy>) -> Config {
         upstreams: vec![upstream("web", addresses)],
         routes: vec![web],
         health_checks: vec![],
+        certificates: vec![],
     }
 }
 

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 
 use crate::kind::{Kind, Resource};
-use crate::v1::{Config, Delta, HealthCheckPolicy, ResourceRef, Route, Upstream};
+use crate::v1::{Certificate, Config, Delta, HealthCheckPolicy, ResourceRef, Route, Upstream};
 
 /// The resources to upsert and remove to turn `base` into `target`.
 pub fn diff(base: &Config, target: &Config) -> (Config, Vec<ResourceRef>) {
     let mut upserted = Config::default();
     let mut removed = Vec::new();
+    diff_kind::<Certificate>(base, target, &mut upserted, &mut removed);
     diff_kind::<HealthCheckPolicy>(base, target, &mut upserted, &mut removed);
     diff_kind::<Upstream>(base, target, &mut upserted, &mut removed);
     diff_kind::<Route>(base, target, &mut upserted, &mut removed);
@@ -48,6 +49,7 @@ pub fn apply(base: &Config, delta: &Delta) -> Result<Config, String> {
     let mut config = base.clone();
     for r in &delta.removed {
         match Kind::ALL.into_iter().find(|k| k.as_str() == r.kind) {
+            Some(Kind::Certificate) => drop(config.remove::<Certificate>(&r.name)),
             Some(Kind::HealthCheck) => drop(config.remove::<HealthCheckPolicy>(&r.name)),
             Some(Kind::Upstream) => drop(config.remove::<Upstream>(&r.name)),
             Some(Kind::Route) => drop(config.remove::<Route>(&r.name)),
@@ -60,6 +62,11 @@ pub fn apply(base: &Config, delta: &Delta) -> Result<Config, String> {
         }
     }
     if let Some(upserted) = &delta.upserted {
+        upserted
+            .certificates
+            .iter()
+            .cloned()
+            .for_each(|r| drop(config.upsert(r)));
         upserted
             .health_checks
             .iter()

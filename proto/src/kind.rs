@@ -2,22 +2,30 @@
 
 use std::fmt;
 
-use crate::v1::{Config, HealthCheckPolicy, Route, Upstream};
+use crate::v1::{Certificate, Config, HealthCheckPolicy, Route, Upstream};
 
 /// A kind of configuration resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    Certificate,
     HealthCheck,
     Upstream,
     Route,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::HealthCheck, Kind::Upstream, Kind::Route];
+    /// In dependency order: a kind only refers to kinds before it.
+    pub const ALL: [Kind; 4] = [
+        Kind::Certificate,
+        Kind::HealthCheck,
+        Kind::Upstream,
+        Kind::Route,
+    ];
 
     /// Singular name used in error messages: `route/web-root`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Certificate => "certificate",
             Kind::HealthCheck => "health-check",
             Kind::Upstream => "upstream",
             Kind::Route => "route",
@@ -27,6 +35,7 @@ impl Kind {
     /// The `kind:` value of an apply file document.
     pub fn document_kind(self) -> &'static str {
         match self {
+            Kind::Certificate => "Certificate",
             Kind::HealthCheck => "HealthCheckPolicy",
             Kind::Upstream => "Upstream",
             Kind::Route => "Route",
@@ -96,12 +105,26 @@ impl Resource for HealthCheckPolicy {
     }
 }
 
+impl Resource for Certificate {
+    const KIND: Kind = Kind::Certificate;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn list(config: &Config) -> &Vec<Self> {
+        &config.certificates
+    }
+    fn list_mut(config: &mut Config) -> &mut Vec<Self> {
+        &mut config.certificates
+    }
+}
+
 impl Config {
     /// Sorts every list by name, so that equal configs encode (and hash) identically.
     pub fn canonicalize(&mut self) {
         self.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));
         self.health_checks.sort_by(|a, b| a.name.cmp(&b.name));
+        self.certificates.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     pub fn get<R: Resource>(&self, name: &str) -> Option<&R> {
@@ -144,7 +167,27 @@ impl Config {
             .collect()
     }
 
+    /// Names of the upstreams that present certificate `name` to their targets.
+    pub fn upstreams_using_certificate(&self, name: &str) -> Vec<String> {
+        self.upstreams
+            .iter()
+            .filter(|u| u.tls.as_ref().is_some_and(|t| t.client_certificate == name))
+            .map(|u| u.name.clone())
+            .collect()
+    }
+
     pub fn resource_count(&self) -> usize {
-        self.upstreams.len() + self.routes.len() + self.health_checks.len()
+        self.upstreams.len()
+            + self.routes.len()
+            + self.health_checks.len()
+            + self.certificates.len()
+    }
+
+    /// This config with every private key blanked: what the admin API and export show.
+    pub fn redacted(mut self) -> Config {
+        for certificate in &mut self.certificates {
+            certificate.private_key_pem.clear();
+        }
+        self
     }
 }

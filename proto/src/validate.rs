@@ -9,9 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::kind::{Kind, resource_ref};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::v1::{
-    AllUnhealthyPolicy, Config, FieldViolation, HeaderRewrite, HealthCheckPolicy, HttpHealthCheck,
-    LoadBalancingPolicy, RetryOn, Route, Upstream, hash_on, health_check_policy, route_match,
+    AllUnhealthyPolicy, Certificate, Config, FieldViolation, HeaderRewrite, HealthCheckPolicy,
+    HttpHealthCheck, LoadBalancingPolicy, RetryOn, Route, Upstream, UpstreamProtocol, UpstreamTls,
+    hash_on, health_check_policy, route_match,
 };
 
 /// Largest accepted millisecond duration (one day): larger values are almost always unit mistakes.
@@ -25,6 +29,26 @@ pub fn validate_config(config: &Config) -> Result<(), Vec<FieldViolation>> {
     });
     let upstreams = unique_names(&mut errors, Kind::Upstream, &config.upstreams, |u| &u.name);
     unique_names(&mut errors, Kind::Route, &config.routes, |r| &r.name);
+    let certificates = unique_names(&mut errors, Kind::Certificate, &config.certificates, |c| {
+        &c.name
+    });
+
+    let mut served_names: HashMap<&str, &str> = HashMap::new();
+    for cert in &config.certificates {
+        let mut at = errors.at(Kind::Certificate, &cert.name);
+        certificate(&mut at, cert);
+        for (i, name) in cert.sni.iter().enumerate() {
+            match served_names.get(name.as_str()) {
+                Some(other) => at.push(
+                    format!("sni[{i}]"),
+                    format!("{name:?} is already served by certificate {other:?}"),
+                ),
+                None => {
+                    served_names.insert(name, &cert.name);
+                }
+            }
+        }
+    }
 
     for policy in &config.health_checks {
         health_check(&mut errors.at(Kind::HealthCheck, &policy.name), policy);
@@ -32,6 +56,7 @@ pub fn validate_config(config: &Config) -> Result<(), Vec<FieldViolation>> {
     for upstream in &config.upstreams {
         let mut at = errors.at(Kind::Upstream, &upstream.name);
         self::upstream(&mut at, upstream);
+        transport(&mut at, upstream, &certificates);
         if !upstream.health_check.is_empty()
             && !health_checks.contains(upstream.health_check.as_str())
         {
@@ -198,6 +223,96 @@ fn upstream(at: &mut At<'_>, upstream: &Upstream) {
     }
     duration(at, "connect_timeout_ms", upstream.connect_timeout_ms, false);
     balancing(at, upstream);
+}
+
+/// The protocol and TLS settings of an upstream; `certificates` are the names that exist.
+fn transport(at: &mut At<'_>, upstream: &Upstream, certificates: &HashSet<&str>) {
+    if UpstreamProtocol::try_from(upstream.protocol).is_err() {
+        at.push(
+            "protocol",
+            format!("{} is not a known protocol", upstream.protocol),
+        );
+    }
+    let Some(tls) = &upstream.tls else { return };
+    upstream_tls(at, tls);
+    if !tls.client_certificate.is_empty() && !certificates.contains(tls.client_certificate.as_str())
+    {
+        at.push(
+            "tls.client_certificate",
+            format!("certificate {:?} does not exist", tls.client_certificate),
+        );
+    }
+}
+
+fn upstream_tls(at: &mut At<'_>, tls: &UpstreamTls) {
+    if !tls.enabled {
+        if !tls.sni.is_empty() || !tls.ca_pem.is_empty() || !tls.client_certificate.is_empty() {
+            at.push(
+                "tls.enabled",
+                "sni, ca_pem and client_certificate only apply with enabled: true",
+            );
+        }
+        return;
+    }
+    if !tls.sni.is_empty() {
+        let ip = tls.sni.parse::<IpAddr>().is_ok();
+        if !ip && (!is_dns_name(&tls.sni) || tls.sni.bytes().any(|b| b.is_ascii_uppercase())) {
+            at.push(
+                "tls.sni",
+                format!(
+                    "{:?} must be a lowercase DNS name or an IP address",
+                    tls.sni
+                ),
+            );
+        }
+    }
+    if !tls.ca_pem.is_empty() {
+        if let Err(reason) = pem_certificates(&tls.ca_pem) {
+            at.push("tls.ca_pem", reason);
+        }
+    }
+}
+
+/// The certificates of a PEM bundle; an error when there is none or one is malformed.
+pub fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not valid PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM CERTIFICATE block".into());
+    }
+    Ok(certificates)
+}
+
+/// The private key of a PEM document (PKCS#8, PKCS#1 or SEC1). The error never quotes the key.
+pub fn pem_private_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "holds no PEM PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)".to_string()
+        }
+        other => format!("is not a valid PEM private key: {other}"),
+    })
+}
+
+/// What can be checked of a certificate without cryptography (the control plane checks the
+/// rest at write time: that the key matches, that the leaf has not expired).
+fn certificate(at: &mut At<'_>, cert: &Certificate) {
+    labels(at, &cert.labels);
+    if cert.certificate_pem.trim().is_empty() {
+        at.push("certificate_pem", "a PEM certificate chain is required");
+    } else if let Err(reason) = pem_certificates(&cert.certificate_pem) {
+        at.push("certificate_pem", reason);
+    }
+    if cert.private_key_pem.trim().is_empty() {
+        at.push("private_key_pem", "a PEM private key is required");
+    } else if let Err(reason) = pem_private_key(&cert.private_key_pem) {
+        at.push("private_key_pem", reason);
+    }
+    for (i, name) in cert.sni.iter().enumerate() {
+        if let Err(reason) = check_host_pattern(name) {
+            at.push(format!("sni[{i}]"), reason);
+        }
+    }
 }
 
 /// Parses `host:port` where host is an IPv4 address, a bracketed IPv6 address or a DNS name.

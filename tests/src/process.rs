@@ -467,6 +467,7 @@ pub struct DataPlane {
     process: Process,
     node_id: String,
     listen: SocketAddr,
+    tls_listen: SocketAddr,
     admin: SocketAddr,
     dir: TempDir,
 }
@@ -501,10 +502,12 @@ impl DataPlane {
             .expect("create a temporary directory");
         let cache_dir = dir.path().join("cache");
         std::fs::create_dir_all(&cache_dir).expect("create the data plane's cache directory");
-        let (listen, admin) = (free_addr(), free_addr());
+        let (listen, tls_listen, admin) = (free_addr(), free_addr(), free_addr());
         let mut args: Vec<OsString> = vec![
             "--listen".into(),
             listen.to_string().into(),
+            "--tls-listen".into(),
+            tls_listen.to_string().into(),
             "--admin-listen".into(),
             admin.to_string().into(),
             "--control-plane".into(),
@@ -530,6 +533,7 @@ impl DataPlane {
             process,
             node_id: node_id.to_owned(),
             listen,
+            tls_listen,
             admin,
             dir,
         };
@@ -564,6 +568,11 @@ impl DataPlane {
     /// Where it proxies.
     pub fn addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Where it terminates TLS.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_listen
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

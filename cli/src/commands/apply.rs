@@ -5,7 +5,7 @@
 //! A file holds one or more YAML documents separated by `---`. Each document is one resource:
 //!
 //! ```yaml
-//! kind: HealthCheckPolicy        # Upstream | Route | HealthCheckPolicy (required)
+//! kind: HealthCheckPolicy        # Upstream | Route | HealthCheckPolicy | Certificate (required)
 //! api_version: gateway/v1        # optional; any other value is an error
 //! name: hc
 //! http: {path: /healthz, interval_ms: 2000, timeout_ms: 1000,
@@ -29,6 +29,16 @@
 //! upstream: web
 //! request_headers: {set: [{name: x-env, value: prod}], remove: [x-debug]}
 //! timeout_ms: 5000
+//! ---
+//! kind: Certificate
+//! name: site
+//! certificate_pem: |            # the leaf first, then intermediates
+//!   -----BEGIN CERTIFICATE-----
+//!   …
+//! private_key_pem: |            # write-only; omit it to keep the stored key of the same chain
+//!   -----BEGIN PRIVATE KEY-----
+//!   …
+//! sni: [example.com, "*.example.com"]
 //! ```
 //!
 //! Besides `kind` and `api_version`, the fields are those of the `gateway.v1` message
@@ -54,7 +64,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use gateway_proto::kind::{Kind, Resource};
-use gateway_proto::v1::{ApplyRequest, ApplyResponse, Config, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::v1::{
+    ApplyRequest, ApplyResponse, Certificate, Config, HealthCheckPolicy, Route, Upstream,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -361,6 +373,7 @@ fn parse_document(
         Kind::Upstream => add::<Upstream>(value, origin, config, seen),
         Kind::Route => add::<Route>(value, origin, config, seen),
         Kind::HealthCheck => add::<HealthCheckPolicy>(value, origin, config, seen),
+        Kind::Certificate => add::<Certificate>(value, origin, config, seen),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::{ArgGroup, Args};
-use gateway_proto::v1::Config;
+use gateway_proto::v1::{Certificate, Config};
 use similar::{ChangeTag, TextDiff};
 
 use super::Context;
@@ -102,7 +102,18 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> anyhow::Result<Outcome> {
 }
 
 /// `config` with every resource of `files` created or replaced, as `Apply` would do it.
+/// Private keys are never shown (the control plane never returns them), and a certificate's
+/// `not_after` is the control plane's to compute: an unchanged chain keeps the current one.
 fn upsert_all(mut config: Config, files: Config) -> Config {
+    for mut r in files.certificates {
+        r.private_key_pem.clear();
+        if let Some(current) = config.get::<Certificate>(&r.name) {
+            if current.certificate_pem == r.certificate_pem {
+                r.not_after = current.not_after.clone();
+            }
+        }
+        config.upsert(r);
+    }
     for r in files.health_checks {
         config.upsert(r);
     }

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod certificate;
 pub mod config;
 pub mod dataplane;
 pub mod diff;

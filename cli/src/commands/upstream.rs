@@ -1,9 +1,12 @@
 //! `gatewayctl upstream …`: groups of targets that routes send traffic to.
 
 use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use gateway_proto::v1::{
     AllUnhealthyPolicy, DeleteRequest, GetRequest, HashOn, ListRequest, LoadBalancingPolicy,
-    ObservedTargetHealth, OutlierDetection, Target, Upstream,
+    ObservedTargetHealth, OutlierDetection, Target, Upstream, UpstreamProtocol, UpstreamTls,
 };
 
 use super::{Client, Context, Crud, Managed, run_crud};
@@ -63,9 +66,53 @@ pub struct UpstreamArgs {
     /// Time allowed to open a connection to a target [default: the control plane's, 5s]
     #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms)]
     connect_timeout: Option<u32>,
+    /// HTTP version spoken to targets: http1, http2 (h2 over TLS, h2c without), or auto (ALPN
+    /// over TLS; HTTP/1.1 without, except gRPC calls)
+    #[arg(long, value_enum, default_value_t = Protocol::Http1)]
+    protocol: Protocol,
+    /// Speak TLS to targets, verified against the public web roots or --ca-file
+    #[arg(long)]
+    tls: bool,
+    /// Server name to send and verify [default: the target's host]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
+    /// PEM file of the CA certificates that verify targets
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca_file: Option<PathBuf>,
+    /// Name of a certificate (gatewayctl certificate create) to present to targets (mTLS)
+    #[arg(long, value_name = "CERTIFICATE", requires = "tls")]
+    client_certificate: Option<String>,
     /// A label, repeatable
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = flags::key_value)]
     labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Protocol {
+    Http1,
+    Http2,
+    Auto,
+}
+
+impl From<Protocol> for UpstreamProtocol {
+    fn from(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Http1 => UpstreamProtocol::Http1,
+            Protocol::Http2 => UpstreamProtocol::Http2,
+            Protocol::Auto => UpstreamProtocol::Auto,
+        }
+    }
+}
+
+/// The `--protocol` name of a stored protocol.
+fn protocol_name(protocol: i32) -> String {
+    match UpstreamProtocol::try_from(protocol) {
+        Ok(UpstreamProtocol::Unspecified | UpstreamProtocol::Http1) => "http1",
+        Ok(UpstreamProtocol::Http2) => "http2",
+        Ok(UpstreamProtocol::Auto) => "auto",
+        Err(_) => return format!("unknown ({protocol})"),
+    }
+    .to_owned()
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -124,9 +171,34 @@ pub fn lb_name(policy: i32) -> String {
     .to_owned()
 }
 
+impl UpstreamArgs {
+    /// The resource the flags describe; reads --ca-file.
+    fn into_upstream(self) -> anyhow::Result<Upstream> {
+        let ca_pem = match &self.ca_file {
+            None => String::new(),
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--ca-file {}", path.display()))?,
+        };
+        let tls = self.tls.then(|| UpstreamTls {
+            enabled: true,
+            sni: self.sni.clone().unwrap_or_default(),
+            ca_pem,
+            client_certificate: self.client_certificate.clone().unwrap_or_default(),
+        });
+        let protocol = UpstreamProtocol::from(self.protocol) as i32;
+        Ok(Upstream {
+            protocol,
+            tls,
+            ..Upstream::from(self)
+        })
+    }
+}
+
 impl From<UpstreamArgs> for Upstream {
     fn from(args: UpstreamArgs) -> Self {
         Upstream {
+            protocol: 0,
+            tls: None,
             name: args.name,
             labels: args.labels.into_iter().collect(),
             targets: args.targets,
@@ -149,14 +221,14 @@ impl From<UpstreamArgs> for Upstream {
 
 pub async fn run(ctx: &Context, command: UpstreamCommand) -> anyhow::Result<()> {
     let verb = match command {
-        UpstreamCommand::Create(args) => Crud::Create(args),
-        UpstreamCommand::Replace(args) => Crud::Replace(args),
+        UpstreamCommand::Create(args) => Crud::Create(args.into_upstream()?),
+        UpstreamCommand::Replace(args) => Crud::Replace(args.into_upstream()?),
         UpstreamCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         UpstreamCommand::Get { name } => Crud::Get(name),
         UpstreamCommand::Delete { name } => Crud::Delete(name),
         UpstreamCommand::Health { name } => return health(ctx, name).await,
     };
-    run_crud(ctx, verb, Upstream::from).await
+    run_crud(ctx, verb, |upstream| upstream).await
 }
 
 async fn health(ctx: &Context, name: String) -> anyhow::Result<()> {
@@ -231,6 +303,7 @@ impl Row for Upstream {
         "LB",
         "HEALTH CHECK",
         "CONNECT TIMEOUT",
+        "PROTOCOL",
         "LABELS",
     ];
     const NARROW: usize = 4;
@@ -247,6 +320,15 @@ impl Row for Upstream {
             lb,
             output::or_dash(self.health_check.clone()),
             flags::format_ms(self.connect_timeout_ms),
+            format!(
+                "{}{}",
+                protocol_name(self.protocol),
+                if self.tls.as_ref().is_some_and(|t| t.enabled) {
+                    "+tls"
+                } else {
+                    ""
+                }
+            ),
             output::labels(&self.labels),
         ]
     }

@@ -7,14 +7,14 @@ use gateway_proto::kind::Kind;
 use gateway_proto::v1::admin_service_server::AdminService;
 use gateway_proto::v1::config_resource::Kind as OneOf;
 use gateway_proto::v1::{
-    ApplyRequest, ApplyResponse, ConfigResource, ConfigVersion, CreateTokenRequest,
+    ApplyRequest, ApplyResponse, Certificate, ConfigResource, ConfigVersion, CreateTokenRequest,
     CreateTokenResponse, DeleteRequest, DeleteResponse, GetRequest, GetResourceRequest,
     GetResourceResponse, GetServerInfoRequest, GetStatusRequest, GetTrafficRequest,
     GetVersionRequest, HealthCheckPolicy, ListAuditRequest, ListAuditResponse,
-    ListDataPlanesResponse, ListHealthChecksResponse, ListRequest, ListRoutesResponse,
-    ListTokensResponse, ListUpstreamsResponse, ListVersionsRequest, ListVersionsResponse,
-    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, Route, ServerInfo,
-    Status as ConfigStatus, Traffic, Upstream, UpstreamHealth, WriteResourceRequest,
+    ListCertificatesResponse, ListDataPlanesResponse, ListHealthChecksResponse, ListRequest,
+    ListRoutesResponse, ListTokensResponse, ListUpstreamsResponse, ListVersionsRequest,
+    ListVersionsResponse, RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, Route,
+    ServerInfo, Status as ConfigStatus, Traffic, Upstream, UpstreamHealth, WriteResourceRequest,
     WriteResourceResponse,
 };
 use tonic::{Request, Response, Status};
@@ -132,6 +132,12 @@ impl OneOfResource for HealthCheckPolicy {
     }
 }
 
+impl OneOfResource for Certificate {
+    fn wrap(self) -> OneOf {
+        OneOf::Certificate(self)
+    }
+}
+
 type Reply<T> = Result<Response<T>, Status>;
 
 fn write_mode(mode: i32) -> Result<WriteMode, ApiError> {
@@ -223,6 +229,31 @@ impl AdminService for AdminApi {
         self.delete::<HealthCheckPolicy>(request).await
     }
 
+    async fn create_certificate(&self, request: Request<Certificate>) -> Reply<Certificate> {
+        let written = self.write(request, WriteMode::Create).await?;
+        Ok(Response::new(written.resource))
+    }
+    async fn get_certificate(&self, request: Request<GetRequest>) -> Reply<Certificate> {
+        self.get(request).await
+    }
+    async fn list_certificates(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Reply<ListCertificatesResponse> {
+        let page = self.list(request).await?;
+        Ok(Response::new(ListCertificatesResponse {
+            items: page.items,
+            next_page_token: page.next_page_token,
+        }))
+    }
+    async fn replace_certificate(&self, request: Request<Certificate>) -> Reply<Certificate> {
+        let written = self.write(request, WriteMode::Replace).await?;
+        Ok(Response::new(written.resource))
+    }
+    async fn delete_certificate(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        self.delete::<Certificate>(request).await
+    }
+
     async fn get_resource(
         &self,
         request: Request<GetResourceRequest>,
@@ -232,8 +263,9 @@ impl AdminService for AdminApi {
             Some(Kind::Upstream) => self.get_any::<Upstream>(&request.name).await,
             Some(Kind::Route) => self.get_any::<Route>(&request.name).await,
             Some(Kind::HealthCheck) => self.get_any::<HealthCheckPolicy>(&request.name).await,
+            Some(Kind::Certificate) => self.get_any::<Certificate>(&request.name).await,
             None => Err(ApiError::BadRequest(format!(
-                "kind: {:?} is not a kind (expected upstream, route or health-check)",
+                "kind: {:?} is not a kind (expected upstream, route, health-check or certificate)",
                 request.kind
             ))
             .into()),
@@ -255,8 +287,9 @@ impl AdminService for AdminApi {
             Some(OneOf::Upstream(r)) => self.write_any(r, mode, &options, &by).await,
             Some(OneOf::Route(r)) => self.write_any(r, mode, &options, &by).await,
             Some(OneOf::HealthCheck(r)) => self.write_any(r, mode, &options, &by).await,
+            Some(OneOf::Certificate(r)) => self.write_any(r, mode, &options, &by).await,
             None => Err(ApiError::BadRequest(
-                "resource: set one of upstream, route or health_check".into(),
+                "resource: set one of upstream, route, health_check or certificate".into(),
             )
             .into()),
         }

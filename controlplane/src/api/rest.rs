@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use gateway_proto::v1::{Config, DeleteResponse, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::v1::{Certificate, Config, DeleteResponse, HealthCheckPolicy, Route, Upstream};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -82,7 +82,7 @@ pub fn router(
         ))
         .fallback(|| async {
             ApiError::BadRequest(
-                "no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/dataplanes, /v1/status and /openapi.json"
+                "no such endpoint; see /v1/upstreams, /v1/routes, /v1/health-checks, /v1/certificates, /v1/dataplanes, /v1/status and /openapi.json"
                     .into(),
             )
             .into_problem(StatusCode::NOT_FOUND)
@@ -145,6 +145,13 @@ fn v1_routes() -> OpenApiRouter<AppState> {
             health_checks::put,
             health_checks::patch,
             health_checks::delete
+        ))
+        .routes(routes!(certificates::list, certificates::create))
+        .routes(routes!(
+            certificates::fetch,
+            certificates::put,
+            certificates::patch,
+            certificates::delete
         ))
         .routes(routes!(apply))
         .routes(routes!(dataplanes))
@@ -317,6 +324,17 @@ resource_api!(
     "/v1/health-checks/{name}",
     "HealthCheck",
     "HealthChecks"
+);
+resource_api!(
+    certificates,
+    Certificate,
+    openapi::body::Certificate,
+    openapi::page::CertificatePage,
+    "certificates",
+    "/v1/certificates",
+    "/v1/certificates/{name}",
+    "Certificate",
+    "Certificates"
 );
 
 /// Liveness: 200 while the process runs.

@@ -20,7 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_proto::hash::config_hash;
 use gateway_proto::kind::{Kind, Resource};
-use gateway_proto::v1::{Config, ConfigChange, ConfigVersion, HealthCheckPolicy, Route, Upstream};
+use gateway_proto::v1::{
+    Certificate, Config, ConfigChange, ConfigVersion, HealthCheckPolicy, Route, Upstream,
+};
 use gateway_proto::validate::validate_config;
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::AnyPool;
@@ -264,6 +266,7 @@ impl Store {
         validate_config(&new).map_err(ApiError::Invalid)?;
 
         let mut changes = Vec::new();
+        write_diff::<Certificate>(&mut tx, &old, &new, version, &mut changes).await?;
         write_diff::<HealthCheckPolicy>(&mut tx, &old, &new, version, &mut changes).await?;
         write_diff::<Upstream>(&mut tx, &old, &new, version, &mut changes).await?;
         write_diff::<Route>(&mut tx, &old, &new, version, &mut changes).await?;
@@ -335,6 +338,20 @@ impl StoredResource for HealthCheckPolicy {
     }
 }
 
+/// Certificates are stored with their private keys (the data planes need them); the service
+/// layer never returns the keys.
+impl StoredResource for Certificate {
+    const TABLE: &'static str = "certificates";
+    const PLURAL: &'static str = "certificates";
+    const REFERENCE_COLUMN: Option<&'static str> = None;
+    fn reference(&self) -> Option<&str> {
+        None
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+}
+
 impl StoredResource for Upstream {
     const TABLE: &'static str = "upstreams";
     const PLURAL: &'static str = "upstreams";
@@ -369,6 +386,7 @@ const LIST_CHUNK: i64 = 500;
 
 async fn load_config(tx: &mut Transaction<'static, Any>) -> Result<Config, ApiError> {
     Ok(Config {
+        certificates: load_all(tx).await?,
         health_checks: load_all(tx).await?,
         upstreams: load_all(tx).await?,
         routes: load_all(tx).await?,

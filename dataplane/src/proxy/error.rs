@@ -9,6 +9,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use super::ProxyBody;
+use super::client::TlsHandshakeError;
+use super::grpc::{self, Code};
 use crate::table::{NoTarget, UpstreamPool};
 use crate::telemetry::LocalReason;
 
@@ -50,10 +52,17 @@ pub enum ProxyError {
     },
     #[error("cannot build the upstream request: {0}")]
     BadRequest(#[source] BoxError),
+    /// An HTTP/1.1 request whose framing two parsers could read differently (request
+    /// smuggling): refused, and the connection closed.
+    #[error("ambiguous request: {0}")]
+    Malformed(&'static str),
     #[error("connecting to the target timed out")]
     ConnectTimeout(#[source] BoxError),
     #[error("connecting to the target failed")]
     ConnectFailed(#[source] BoxError),
+    /// The TLS handshake with the target failed: most often its certificate did not verify.
+    #[error("TLS with the target failed")]
+    UpstreamTls(#[source] BoxError),
     #[error("no response headers within {0:?}")]
     ResponseTimeout(std::time::Duration),
     #[error("no response headers within the per-try timeout ({0:?})")]
@@ -70,14 +79,16 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
-                Side::Downstream
-            }
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::Malformed(_)
+            | ProxyError::ClientBody(_) => Side::Downstream,
             ProxyError::NotReady | ProxyError::Internal(_) => Side::Internal,
             ProxyError::NoTargets { .. }
             | ProxyError::AllUnhealthy { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::ConnectFailed(_)
+            | ProxyError::UpstreamTls(_)
             | ProxyError::ResponseTimeout(_)
             | ProxyError::PerTryTimeout(_)
             | ProxyError::UpstreamFailed(_) => Side::Upstream,
@@ -92,10 +103,11 @@ impl ProxyError {
             ProxyError::Internal(_) => LocalReason::Internal,
             ProxyError::NoTargets { .. } => LocalReason::NoTargets,
             ProxyError::AllUnhealthy { .. } => LocalReason::AllUnhealthy,
-            ProxyError::BadRequest(_) => LocalReason::BadRequest,
+            ProxyError::BadRequest(_) | ProxyError::Malformed(_) => LocalReason::BadRequest,
             ProxyError::ClientBody(_) => LocalReason::ClientBody,
             ProxyError::ConnectTimeout(_) => LocalReason::ConnectTimeout,
             ProxyError::ConnectFailed(_) => LocalReason::ConnectFailed,
+            ProxyError::UpstreamTls(_) => LocalReason::UpstreamTls,
             ProxyError::ResponseTimeout(_) => LocalReason::ResponseTimeout,
             ProxyError::PerTryTimeout(_) => LocalReason::PerTryTimeout,
             ProxyError::UpstreamFailed(_) => LocalReason::UpstreamFailed,
@@ -116,7 +128,9 @@ impl ProxyError {
     /// Classifies a failure of the HTTP client.
     pub fn from_client(error: hyper_util::client::legacy::Error) -> ProxyError {
         if error.is_connect() {
-            if has_timed_out(&error) {
+            if is_tls_failure(&error) {
+                ProxyError::UpstreamTls(error.into())
+            } else if has_timed_out(&error) {
                 ProxyError::ConnectTimeout(error.into())
             } else {
                 ProxyError::ConnectFailed(error.into())
@@ -130,15 +144,52 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::Malformed(_) | ProxyError::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NotReady
             | ProxyError::NoTargets { .. }
             | ProxyError::AllUnhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectFailed(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout(_)
             | ProxyError::ResponseTimeout(_)
             | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
+    }
+
+    /// The gRPC status of this error, for calls.
+    fn grpc_code(&self) -> Code {
+        match self {
+            ProxyError::NoRoute { .. } => Code::Unimplemented,
+            ProxyError::BadRequest(_) | ProxyError::Internal(_) => Code::Internal,
+            ProxyError::Malformed(_) | ProxyError::ClientBody(_) => Code::InvalidArgument,
+            ProxyError::NotReady
+            | ProxyError::NoTargets { .. }
+            | ProxyError::AllUnhealthy { .. }
+            | ProxyError::ConnectFailed(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamFailed(_) => Code::Unavailable,
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::ResponseTimeout(_)
+            | ProxyError::PerTryTimeout(_) => Code::DeadlineExceeded,
+        }
+    }
+
+    /// The response for this error: a gRPC status for gRPC calls, JSON otherwise.
+    pub fn into_response_for(self, grpc: bool) -> Response<ProxyBody> {
+        if grpc {
+            let message = match &self {
+                ProxyError::NoRoute { .. } => "no route for this call".to_string(),
+                ProxyError::NoTargets { .. } | ProxyError::AllUnhealthy { .. } => {
+                    "no healthy targets".to_string()
+                }
+                other => other.to_string(),
+            };
+            return grpc::error_response(self.grpc_code(), &message);
+        }
+        self.into_response()
     }
 
     /// The response a client gets for this error. Causes stay in the logs: a client learns
@@ -160,7 +211,20 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
                 serde_json::json!({ "error": "bad request" })
             }
-            ProxyError::ConnectFailed(_) | ProxyError::UpstreamFailed(_) => {
+            ProxyError::Malformed(reason) => {
+                let mut response = json_response(
+                    status,
+                    &serde_json::json!({ "error": "bad request", "reason": reason }),
+                );
+                // The body's framing is in doubt: nothing more is read from this connection.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
+            ProxyError::ConnectFailed(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamFailed(_) => {
                 serde_json::json!({ "error": "bad gateway" })
             }
             ProxyError::ConnectTimeout(_)
@@ -189,6 +253,18 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<P
     response
 }
 
+/// Whether a connect error came from the TLS handshake.
+fn is_tls_failure(error: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<TlsHandshakeError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Whether a connect error came from the connect timeout.
 fn has_timed_out(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);
@@ -206,6 +282,36 @@ fn has_timed_out(error: &(dyn StdError + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_calls_get_grpc_statuses_with_http_200() {
+        let cases = [
+            (
+                ProxyError::NoRoute {
+                    host: "h".into(),
+                    path: "/".into(),
+                },
+                "12",
+            ),
+            (
+                ProxyError::NoTargets {
+                    upstream: "u".into(),
+                },
+                "14",
+            ),
+            (ProxyError::ConnectFailed("refused".into()), "14"),
+            (ProxyError::UpstreamTls("unknown issuer".into()), "14"),
+            (
+                ProxyError::ResponseTimeout(std::time::Duration::from_secs(1)),
+                "4",
+            ),
+        ];
+        for (error, code) in cases {
+            let response = error.into_response_for(true);
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["grpc-status"], code);
+        }
+    }
 
     #[test]
     fn each_error_maps_to_its_status_and_side() {

@@ -7,8 +7,6 @@
 //! When to try again is [`crate::retry`]'s rule; the last attempt's response or error is the
 //! answer.
 
-use std::net::SocketAddr;
-
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
@@ -17,7 +15,7 @@ use tokio::time::Instant;
 
 use super::body::{BodyMeter, RequestBody, UpstreamBody};
 use super::observe::Exchange;
-use super::{Proxy, ProxyError, headers, source_chain};
+use super::{Downstream, Proxy, ProxyError, grpc, headers, source_chain, tunnel};
 use crate::outlier::{self, Outcome};
 use crate::retry::{self, ActiveRetry, RetryOn};
 use crate::state::InFlight;
@@ -27,16 +25,31 @@ use crate::telemetry::RetryReason;
 /// An upstream's answer, with the target's in-flight count held until the response ends.
 pub type Answer = (Response<Incoming>, InFlight);
 
+/// What the proxy knows of a request besides its route: who sent it, whether it is a gRPC
+/// call, whether it asks for an upgrade.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub downstream: Downstream,
+    pub grpc: bool,
+    pub upgrade: bool,
+}
+
 impl Proxy {
     pub(super) async fn forward(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        call: Call,
         route: &RouteEntry,
         upstream: &UpstreamPool,
         exchange: &mut Exchange,
     ) -> Result<Answer, ProxyError> {
-        let deadline = Instant::now() + route.timeout;
+        let client = call.downstream.client;
+        // A gRPC deadline shorter than the route's timeout wins.
+        let total = match grpc::timeout(request.headers()) {
+            Some(deadline) if call.grpc => deadline.min(route.timeout),
+            _ => route.timeout,
+        };
+        let deadline = Instant::now() + total;
         let key = upstream
             .hash_key
             .as_ref()
@@ -48,11 +61,11 @@ impl Proxy {
         let mut body = match tokio::time::timeout_at(deadline, prepared).await {
             Ok(Ok(body)) => body,
             Ok(Err(error)) => return Err(ProxyError::ClientBody(error.into())),
-            Err(_) => return Err(ProxyError::ResponseTimeout(route.timeout)),
+            Err(_) => return Err(ProxyError::ResponseTimeout(total)),
         };
-        rewrite(&mut parts, client, route);
+        rewrite(&mut parts, call, route);
         let connect_timeout = route.connect_timeout.unwrap_or(upstream.connect_timeout);
-        let http = self.clients.get(connect_timeout);
+        let http = self.clients.get(upstream, connect_timeout, call.grpc);
 
         let mut tried = Tried::default();
         let mut retries = 0;
@@ -69,8 +82,13 @@ impl Proxy {
                 // Retries check `is_replayable` first; the first attempt always has its body.
                 return last.unwrap_or(Err(ProxyError::Internal("the request body is spent")));
             };
-            let mut request =
-                attempt_request(&mut parts, target, attempt_body, route.retry.is_none())?;
+            let mut request = attempt_request(
+                &mut parts,
+                upstream,
+                target,
+                attempt_body,
+                route.retry.is_none(),
+            )?;
             exchange.attempt(&self.observers, &target.state, &mut request);
             let sent = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -88,7 +106,7 @@ impl Proxy {
                     Ok(Err(error)) => Err(ProxyError::from_client(error)),
                     Err(_) => Err(match per_try {
                         Some(per_try) => ProxyError::PerTryTimeout(per_try),
-                        None => ProxyError::ResponseTimeout(route.timeout),
+                        None => ProxyError::ResponseTimeout(total),
                     }),
                 };
             exchange.attempt_done(
@@ -139,7 +157,11 @@ impl Proxy {
 fn condition_met(on: RetryOn, result: &Result<Answer, ProxyError>) -> bool {
     match result {
         Ok((response, _)) => on.status(response.status().as_u16()),
-        Err(ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout(_)) => on.connect_failure(),
+        Err(
+            ProxyError::ConnectFailed(_)
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::UpstreamTls(_),
+        ) => on.connect_failure(),
         Err(ProxyError::UpstreamFailed(_)) => on.reset(),
         Err(ProxyError::PerTryTimeout(_)) => on.per_try_timeout(),
         Err(_) => false,
@@ -151,16 +173,19 @@ fn outcome(result: &Result<Answer, ProxyError>) -> Outcome {
     match result {
         Ok((response, _)) if response.status().is_server_error() => Outcome::ServerError,
         Ok(_) => Outcome::Success,
-        Err(ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout(_)) => {
-            Outcome::ConnectFailure
-        }
+        Err(
+            ProxyError::ConnectFailed(_)
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::UpstreamTls(_),
+        ) => Outcome::ConnectFailure,
         Err(_) => Outcome::ServerError,
     }
 }
 
-/// The client's request as every attempt sends it: hop-by-hop headers out, forwarding headers
-/// and the route's edits in. The Host is the client's unless the route rewrites it.
-fn rewrite(parts: &mut Parts, client: SocketAddr, route: &RouteEntry) {
+/// The client's request as every attempt sends it: hop-by-hop headers out (but `TE: trailers`
+/// and an upgrade's `Upgrade` kept), forwarding headers and the route's edits in. The Host is
+/// the client's unless the route rewrites it.
+fn rewrite(parts: &mut Parts, call: Call, route: &RouteEntry) {
     let original_host = match parts.headers.get(header::HOST) {
         Some(host) => Some(host.clone()),
         None => parts
@@ -169,11 +194,29 @@ fn rewrite(parts: &mut Parts, client: SocketAddr, route: &RouteEntry) {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     let headers = &mut parts.headers;
+    let upgrade = call
+        .upgrade
+        .then(|| tunnel::upgrade_headers(headers))
+        .flatten();
+    let trailers = headers::accepts_trailers(headers);
     headers::remove_hop_by_hop(headers);
+    if trailers {
+        // `TE: trailers` is what gRPC servers require; it says nothing about the connection.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some((connection, protocol)) = upgrade {
+        headers.insert(header::CONNECTION, connection);
+        headers.insert(header::UPGRADE, protocol);
+    }
     if let Some(host) = &original_host {
         headers.insert(header::HOST, host.clone());
     }
-    headers::add_forwarding(headers, client.ip(), original_host.as_ref());
+    headers::add_forwarding(
+        headers,
+        call.downstream.client.ip(),
+        original_host.as_ref(),
+        call.downstream.tls,
+    );
     headers::apply_edits(headers, &route.request_headers);
 }
 
@@ -181,17 +224,23 @@ fn rewrite(parts: &mut Parts, client: SocketAddr, route: &RouteEntry) {
 /// attempt to come (`once`), else copied.
 fn attempt_request(
     parts: &mut Parts,
+    upstream: &UpstreamPool,
     target: &Target,
     body: UpstreamBody,
     once: bool,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
+    let scheme = if upstream.transport.tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(target.authority.clone())
         .path_and_query(path_and_query)
         .build()

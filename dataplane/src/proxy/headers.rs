@@ -39,11 +39,43 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `X-Forwarded-*` and `Via` for a request from `client` whose Host was `original_host`.
+/// Why an HTTP/1.1 request's body framing is ambiguous, if it is: a message with both
+/// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3 lets a server reject it, and a proxy
+/// must, or the next hop may read another request boundary), or several `Content-Length`
+/// fields that disagree. hyper refuses the rest (obs-fold, invalid names, bad chunking).
+pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
+    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if headers.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty() {
+        return Some("both Transfer-Encoding and Content-Length");
+    }
+    if lengths.windows(2).any(|pair| pair[0] != pair[1]) {
+        return Some("conflicting Content-Length values");
+    }
+    None
+}
+
+/// Whether the client's `TE` accepts trailers (gRPC's `TE: trailers`).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            coding
+                .split(';')
+                .next()
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Adds `X-Forwarded-*` and `Via` for a request from `client` whose Host was `original_host`;
+/// `tls` when it arrived on the TLS listener.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
     client: IpAddr,
     original_host: Option<&HeaderValue>,
+    tls: bool,
 ) {
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
         Some(earlier) => format!("{earlier}, {client}"),
@@ -52,7 +84,8 @@ pub fn add_forwarding(
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = original_host {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
@@ -124,6 +157,37 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_framing_is_spotted() {
+        assert_eq!(
+            ambiguous_framing(&map(&[
+                ("transfer-encoding", "chunked"),
+                ("content-length", "5")
+            ])),
+            Some("both Transfer-Encoding and Content-Length")
+        );
+        assert_eq!(
+            ambiguous_framing(&map(&[("content-length", "5"), ("content-length", "6")])),
+            Some("conflicting Content-Length values")
+        );
+        assert_eq!(
+            ambiguous_framing(&map(&[("content-length", "5"), ("content-length", "5")])),
+            None
+        );
+        assert_eq!(
+            ambiguous_framing(&map(&[("transfer-encoding", "chunked")])),
+            None
+        );
+    }
+
+    #[test]
+    fn te_trailers_is_recognised_among_codings() {
+        assert!(accepts_trailers(&map(&[("te", "trailers")])));
+        assert!(accepts_trailers(&map(&[("te", "gzip, Trailers;q=1")])));
+        assert!(!accepts_trailers(&map(&[("te", "gzip")])));
+        assert!(!accepts_trailers(&HeaderMap::new()));
+    }
+
+    #[test]
     fn forwarding_headers_append_to_earlier_proxies() {
         let mut headers = map(&[
             ("x-forwarded-for", "10.0.0.1"),
@@ -131,7 +195,12 @@ mod tests {
             ("via", "1.0 edge"),
         ]);
         let host = HeaderValue::from_static("api.example.com");
-        add_forwarding(&mut headers, "192.0.2.7".parse().unwrap(), Some(&host));
+        add_forwarding(
+            &mut headers,
+            "192.0.2.7".parse().unwrap(),
+            Some(&host),
+            false,
+        );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "api.example.com");
@@ -141,8 +210,9 @@ mod tests {
     #[test]
     fn forwarding_headers_start_fresh() {
         let mut headers = HeaderMap::new();
-        add_forwarding(&mut headers, "::1".parse().unwrap(), None);
+        add_forwarding(&mut headers, "::1".parse().unwrap(), None, true);
         assert_eq!(headers["x-forwarded-for"], "::1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["via"], "1.1 gateway");
         assert!(!headers.contains_key("x-forwarded-host"));
     }

@@ -1,35 +1,37 @@
-//! The HTTP/1.1 proxy: the request path.
+//! The proxy: the request path, for HTTP/1.1, HTTP/2 and gRPC, plain or TLS ([`server`]).
 //!
 //! Life of a request: load the applied config once (it stays for the whole request) → normalize
 //! the host and find the route → read the body whole only if the route retries and it is small
 //! ([`body`]) → rewrite headers → attempts ([`forward`]): pick a target with the upstream's
-//! balancer, send with the pooled client within the per-try and total timeouts, observe the
-//! outcome, maybe retry elsewhere → stream the response back ([`response`]). Every failure is a
-//! [`ProxyError`] and becomes a response in [`ProxyError::into_response`]. Last, when the
-//! response body is over, the request is recorded (metrics, access log, spans: [`observe`]).
+//! balancer, send with the pooled client of the upstream's transport (HTTP/1.1 or HTTP/2, plain
+//! or TLS) within the per-try and total timeouts (a shorter `grpc-timeout` wins), observe the
+//! outcome, maybe retry elsewhere → stream the response back, trailers included
+//! ([`response`]). An HTTP/1.1 Upgrade (WebSocket) answered 101 becomes a byte tunnel
+//! ([`tunnel`]). Every failure is a [`ProxyError`] and becomes a response in
+//! [`ProxyError::into_response_for`] (a gRPC status for gRPC calls).
+//! Last, when the response body is over, the request is recorded (metrics, access log,
+//! spans: [`observe`]).
 
 mod body;
 mod client;
 mod error;
 mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod observe;
 mod response;
+mod server;
+mod tunnel;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::Gateway;
@@ -41,17 +43,26 @@ pub use client::UpstreamClients;
 pub use error::{ProxyError, Side, json_response};
 pub use observe::{ObservedBody, Observers};
 pub use response::{Record, ResponseBody};
+pub use server::{ServerLimits, serve, serve_with};
+pub use tunnel::DEFAULT_TUNNEL_IDLE_TIMEOUT;
 
 /// Response bodies: streamed from a target, or a small body the gateway wrote itself.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Who sent a request, and over what.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    pub client: SocketAddr,
+    /// Arrived on the TLS listener.
+    pub tls: bool,
+}
 
 pub struct Proxy {
     gateway: Arc<Gateway>,
     clients: UpstreamClients,
     observers: Observers,
+    /// How long an upgraded (WebSocket) connection may pass no byte either way.
+    tunnel_idle_timeout: Duration,
 }
 
 impl Proxy {
@@ -61,34 +72,67 @@ impl Proxy {
     }
 
     pub fn with_observers(gateway: Arc<Gateway>, observers: Observers) -> Arc<Proxy> {
+        Proxy::with_options(gateway, observers, DEFAULT_TUNNEL_IDLE_TIMEOUT)
+    }
+
+    /// With `tunnel_idle_timeout` for upgraded (WebSocket) connections.
+    pub fn with_options(
+        gateway: Arc<Gateway>,
+        observers: Observers,
+        tunnel_idle_timeout: Duration,
+    ) -> Arc<Proxy> {
         let connections = Arc::clone(&gateway.metrics().connections);
         Arc::new(Proxy {
             gateway,
             clients: UpstreamClients::counting_in(connections),
             observers,
+            tunnel_idle_timeout,
         })
     }
 
-    /// Serves one request; failures are already responses.
+    /// Serves one request that arrived in plain HTTP; failures are already responses.
     pub async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ObservedBody> {
-        let mut exchange = Exchange::begin(&self.gateway, &self.observers, &mut request, client);
-        let response = self.route(request, client, &mut exchange).await;
+        self.handle_from(request, Downstream { client, tls: false })
+            .await
+    }
+
+    /// Serves one request; failures are already responses (gRPC statuses for gRPC calls).
+    pub async fn handle_from(
+        &self,
+        mut request: Request<Incoming>,
+        downstream: Downstream,
+    ) -> Response<ObservedBody> {
+        let mut exchange = Exchange::begin(
+            &self.gateway,
+            &self.observers,
+            &mut request,
+            downstream.client,
+        );
+        let response = self.route(request, downstream, &mut exchange).await;
         exchange.respond(&self.observers, response)
     }
 
     async fn route(
         &self,
-        request: Request<Incoming>,
-        client: SocketAddr,
+        mut request: Request<Incoming>,
+        downstream: Downstream,
         exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
+        let grpc = grpc::is_grpc(request.headers());
+        if request.version() < http::Version::HTTP_2
+            && let Some(reason) = headers::ambiguous_framing(request.headers())
+        {
+            let error = ProxyError::Malformed(reason);
+            exchange.failed(&error);
+            return ResponseBody::unrouted(error.into_response());
+        }
         let Some(active) = self.gateway.active() else {
             exchange.failed(&ProxyError::NotReady);
-            return ResponseBody::unrouted(ProxyError::NotReady.into_response());
+            return ResponseBody::unrouted(ProxyError::NotReady.into_response_for(grpc));
         };
         let host = normalize_host(request_host(&request));
         let path = request.uri().path();
@@ -98,15 +142,36 @@ impl Proxy {
                 path: path.to_string(),
             };
             exchange.failed(&error);
-            return ResponseBody::unrouted(error.into_response());
+            return ResponseBody::unrouted(error.into_response_for(grpc));
         };
         exchange.routed(&route.stats, &self.observers);
         let record = Record::new(route, upstream);
-        match self
-            .forward(request, client, route, upstream, exchange)
-            .await
-        {
-            Ok((response, in_flight)) => {
+        // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101.
+        let upgrade = tunnel::requested(&request).then(|| hyper::upgrade::on(&mut request));
+        let call = forward::Call {
+            downstream,
+            grpc,
+            upgrade: upgrade.is_some(),
+        };
+        match self.forward(request, call, route, upstream, exchange).await {
+            Ok((mut response, in_flight)) => {
+                if let Some(downstream_upgrade) = upgrade
+                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    // The tunnel keeps the target counted as busy while it is open.
+                    let tunnel_in_flight = in_flight.target().start_request();
+                    tunnel::spawn(
+                        downstream_upgrade,
+                        hyper::upgrade::on(&mut response),
+                        self.tunnel_idle_timeout,
+                        tunnel_in_flight,
+                        route.name.clone(),
+                    );
+                    let record = record.answered(response.status(), in_flight);
+                    let mut response = response.map(Either::Left);
+                    headers::add_via(response.headers_mut());
+                    return ResponseBody::recorded(response, record);
+                }
                 let record = record.answered(response.status(), in_flight);
                 let mut response = response.map(Either::Left);
                 headers::remove_hop_by_hop(response.headers_mut());
@@ -115,7 +180,7 @@ impl Proxy {
             }
             Err(error) => {
                 exchange.failed(&error);
-                ResponseBody::recorded(error.into_response(), record)
+                ResponseBody::recorded(error.into_response_for(grpc), record)
             }
         }
     }
@@ -149,96 +214,6 @@ fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
-}
-
-/// How long a draining server keeps idle keep-alive connections open, so that clients learn of
-/// the drain from a `Connection: close` response instead of racing a close.
-const IDLE_GRACE: Duration = Duration::from_secs(2);
-
-/// Accepts connections until `shutdown` turns true, then drains.
-///
-/// Once the gateway is draining, every response carries `Connection: close`, so busy clients
-/// reconnect (to a successor sharing the listening socket, or to another data plane) without
-/// ever sending a request into a closing connection. After [`IDLE_GRACE`], connections still
-/// idle are closed and those with a request in flight finish it, for at most `drain_timeout`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    mut shutdown: watch::Receiver<bool>,
-    drain_timeout: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accepting a proxy connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop_requested(&mut shutdown) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let open = OpenConnection::start(&proxy.gateway);
-        let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move {
-                let mut response = proxy.handle(request, client).await;
-                if proxy.gateway.is_draining() {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _open = open;
-            if let Err(error) = connection.await {
-                tracing::debug!(%client, %error, "proxy connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    let grace = IDLE_GRACE.min(drain_timeout);
-    tokio::time::sleep(grace).await;
-    drain(graceful, drain_timeout.saturating_sub(grace)).await;
-}
-
-/// A client connection, counted as open until dropped.
-struct OpenConnection(Arc<Gateway>);
-
-impl OpenConnection {
-    fn start(gateway: &Arc<Gateway>) -> OpenConnection {
-        let process = &gateway.metrics().process;
-        process
-            .downstream_connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        process
-            .downstream_connections_active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenConnection(Arc::clone(gateway))
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0
-            .metrics()
-            .process
-            .downstream_connections_active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use gateway_proto::kind::{Kind, resource_ref};
 use gateway_proto::v1::{
-    self, AllUnhealthyPolicy, Config, FieldViolation, LoadBalancingPolicy, hash_on,
-    health_check_policy, route_match,
+    self, AllUnhealthyPolicy, Config, FieldViolation, LoadBalancingPolicy, UpstreamProtocol,
+    hash_on, health_check_policy, route_match,
 };
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::{
     AllUnhealthy, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_RETRY_AFTER,
-    HeaderEdits, RouteEntry, RouteTable, Target, UpstreamPool,
+    HeaderEdits, Protocol, RouteEntry, RouteTable, Target, Transport, UpstreamPool,
 };
 use crate::balance::{Balancer, HashKey, Policy, Weighted};
 use crate::dns::{Resolutions, dns_name};
@@ -29,6 +29,7 @@ use crate::retry::{DEFAULT_BUDGET_PERCENT, RetryOn, RetryPolicy};
 use crate::route::{MatchRule, PathMatch, RouteMatcher};
 use crate::state::{TargetState, UpstreamState};
 use crate::telemetry::{RouteStats, UpstreamStats};
+use crate::tls::{self, CertificateTable};
 
 /// Builds the runtime table for `config`, or returns every reason it cannot.
 pub fn compile(config: &Config) -> Result<RouteTable, Vec<FieldViolation>> {
@@ -42,6 +43,23 @@ pub fn compile_resolved(
     resolutions: &Resolutions,
 ) -> Result<RouteTable, Vec<FieldViolation>> {
     let mut errors = Vec::new();
+    let mut keys = HashMap::new();
+    for certificate in &config.certificates {
+        match tls::certified_key(certificate) {
+            Ok(key) => {
+                keys.insert(certificate.name.clone(), Arc::new(key));
+            }
+            Err((field, reason)) => {
+                At::new(Kind::Certificate, &certificate.name, &mut errors).push(field, reason);
+            }
+        }
+    }
+    let certificates = CertificateTable::new(&config.certificates, keys);
+    let client_certificates: HashMap<&str, &v1::Certificate> = config
+        .certificates
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     let policies: HashMap<&str, HealthPolicy> = config
         .health_checks
         .iter()
@@ -50,7 +68,7 @@ pub fn compile_resolved(
     let upstreams: Vec<UpstreamPool> = config
         .upstreams
         .iter()
-        .map(|u| upstream(u, &policies, resolutions, &mut errors))
+        .map(|u| upstream(u, &policies, resolutions, &client_certificates, &mut errors))
         .collect();
     let by_name: HashMap<&str, usize> = upstreams
         .iter()
@@ -97,6 +115,7 @@ pub fn compile_resolved(
             .iter()
             .map(|h| h.name.clone())
             .collect(),
+        certificates,
     })
 }
 
@@ -193,13 +212,82 @@ fn http_check(http: &v1::HttpHealthCheck, at: &mut At<'_>) -> Option<HttpCheck> 
     })
 }
 
+/// The protocol and TLS of an upstream. Two upstreams with the same settings get the same
+/// fingerprint, and so share connection pools.
+fn transport(
+    upstream: &v1::Upstream,
+    certificates: &HashMap<&str, &v1::Certificate>,
+    at: &mut At<'_>,
+) -> Transport {
+    let protocol = match UpstreamProtocol::try_from(upstream.protocol) {
+        Ok(UpstreamProtocol::Unspecified | UpstreamProtocol::Http1) => Protocol::Http1,
+        Ok(UpstreamProtocol::Http2) => Protocol::Http2,
+        Ok(UpstreamProtocol::Auto) => Protocol::Auto,
+        Err(_) => {
+            at.push(
+                "protocol",
+                format!("{} is not a known protocol", upstream.protocol),
+            );
+            Protocol::Http1
+        }
+    };
+    let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
+    fingerprint.update(&upstream.protocol.to_le_bytes());
+    let tls = match upstream.tls.as_ref().filter(|t| t.enabled) {
+        None => None,
+        Some(settings) => {
+            let client = if settings.client_certificate.is_empty() {
+                None
+            } else {
+                let found = certificates
+                    .get(settings.client_certificate.as_str())
+                    .copied();
+                if found.is_none() {
+                    at.push(
+                        "tls.client_certificate",
+                        format!(
+                            "certificate {:?} does not exist",
+                            settings.client_certificate
+                        ),
+                    );
+                }
+                found
+            };
+            let alpn: &[&[u8]] = match protocol {
+                Protocol::Http1 => &[b"http/1.1"],
+                Protocol::Http2 => &[b"h2"],
+                Protocol::Auto => &[b"h2", b"http/1.1"],
+            };
+            fingerprint.update(&prost::Message::encode_to_vec(settings));
+            if let Some(client) = client {
+                fingerprint.update(client.certificate_pem.as_bytes());
+                fingerprint.update(client.private_key_pem.as_bytes());
+            }
+            match tls::upstream_tls(settings, alpn, client) {
+                Ok(tls) => Some(Arc::new(tls)),
+                Err((field, reason)) => {
+                    at.push(field, reason);
+                    None
+                }
+            }
+        }
+    };
+    Transport {
+        protocol,
+        tls,
+        fingerprint: fingerprint.digest(),
+    }
+}
+
 fn upstream(
     upstream: &v1::Upstream,
     policies: &HashMap<&str, HealthPolicy>,
     resolutions: &Resolutions,
+    certificates: &HashMap<&str, &v1::Certificate>,
     errors: &mut Vec<FieldViolation>,
 ) -> UpstreamPool {
     let mut at = At::new(Kind::Upstream, &upstream.name, errors);
+    let transport = Arc::new(transport(upstream, certificates, &mut at));
     let health_check = if upstream.health_check.is_empty() {
         None
     } else {
@@ -281,6 +369,7 @@ fn upstream(
         state: Arc::new(UpstreamState::default()),
         stats: Arc::new(UpstreamStats::new(&upstream.name)),
         targets,
+        transport,
     }
 }
 

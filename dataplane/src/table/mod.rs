@@ -18,6 +18,7 @@ use crate::retry::RetryPolicy;
 use crate::route::RouteMatcher;
 use crate::state::{RouteState, TargetState, UpstreamState};
 use crate::telemetry::{RouteStats, UpstreamStats};
+use crate::tls::{CertificateTable, UpstreamTls};
 
 pub use compile::{compile, compile_resolved};
 
@@ -34,6 +35,7 @@ pub struct RouteTable {
     routes: Vec<RouteEntry>,
     upstreams: Vec<UpstreamPool>,
     health_checks: Vec<String>,
+    certificates: CertificateTable,
 }
 
 /// A route, ready to forward.
@@ -86,6 +88,27 @@ pub struct UpstreamPool {
     pub(crate) state: Arc<UpstreamState>,
     /// Counters, carried from table to table by name (see [`crate::telemetry::Metrics`]).
     pub stats: Arc<UpstreamStats>,
+    /// How targets are spoken to: HTTP version and TLS.
+    pub transport: Arc<Transport>,
+}
+
+/// The HTTP version spoken to an upstream's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    Http2,
+    /// ALPN over TLS; over plain TCP, HTTP/1.1 except for gRPC calls (h2c).
+    Auto,
+}
+
+/// How an upstream's targets are reached.
+#[derive(Debug, Default)]
+pub struct Transport {
+    pub protocol: Protocol,
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// Equal for equal settings: connection pools are shared by it, and survive a swap.
+    pub fingerprint: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +175,17 @@ impl RouteTable {
 
     pub fn health_check_names(&self) -> impl Iterator<Item = &str> {
         self.health_checks.iter().map(String::as_str)
+    }
+
+    /// The certificates the TLS listener serves.
+    pub fn certificates(&self) -> &CertificateTable {
+        &self.certificates
+    }
+
+    pub fn certificate_names(&self) -> Vec<&str> {
+        let mut names = self.certificates.names();
+        names.sort_unstable();
+        names
     }
 
     pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamPool> {

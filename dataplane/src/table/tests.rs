@@ -51,6 +51,7 @@ fn sample() -> Config {
         ],
         routes: vec![api, route("web", &[], Path::Prefix("/".into()), "web")],
         health_checks: vec![],
+        certificates: vec![],
     }
 }
 

@@ -62,13 +62,15 @@ pub enum LocalReason {
     ClientBody,
     ConnectFailed,
     ConnectTimeout,
+    /// The TLS handshake with a target failed (often: its certificate did not verify).
+    UpstreamTls,
     ResponseTimeout,
     PerTryTimeout,
     UpstreamFailed,
 }
 
 /// How many [`LocalReason`]s there are.
-const LOCAL_REASONS: usize = 12;
+const LOCAL_REASONS: usize = 13;
 
 impl LocalReason {
     pub const ALL: [LocalReason; LOCAL_REASONS] = [
@@ -81,6 +83,7 @@ impl LocalReason {
         LocalReason::ClientBody,
         LocalReason::ConnectFailed,
         LocalReason::ConnectTimeout,
+        LocalReason::UpstreamTls,
         LocalReason::ResponseTimeout,
         LocalReason::PerTryTimeout,
         LocalReason::UpstreamFailed,
@@ -97,6 +100,7 @@ impl LocalReason {
             LocalReason::ClientBody => "client_body",
             LocalReason::ConnectFailed => "connect_failed",
             LocalReason::ConnectTimeout => "connect_timeout",
+            LocalReason::UpstreamTls => "upstream_tls",
             LocalReason::ResponseTimeout => "response_timeout",
             LocalReason::PerTryTimeout => "per_try_timeout",
             LocalReason::UpstreamFailed => "upstream_failed",
@@ -149,7 +153,7 @@ impl RetryReason {
     /// Why an attempt that failed with `reason` is retried.
     pub fn of(reason: LocalReason) -> RetryReason {
         match reason {
-            LocalReason::ConnectFailed => RetryReason::ConnectFailed,
+            LocalReason::ConnectFailed | LocalReason::UpstreamTls => RetryReason::ConnectFailed,
             LocalReason::ConnectTimeout => RetryReason::ConnectTimeout,
             LocalReason::PerTryTimeout => RetryReason::PerTryTimeout,
             _ => RetryReason::UpstreamFailed,

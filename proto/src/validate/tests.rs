@@ -53,6 +53,7 @@ fn valid() -> Config {
         upstreams: vec![web],
         routes: vec![route("web-root", "/", "web")],
         health_checks: vec![policy("hc")],
+        certificates: vec![],
     }
 }
 
@@ -288,6 +289,75 @@ fn retry_and_outlier_settings_are_checked() {
             pair("route/web-root", "retry.on[1]"),
             pair("route/web-root", "retry.per_try_timeout_ms"),
             pair("route/web-root", "retry.budget_percent"),
+        ]
+    );
+}
+
+#[test]
+fn upstream_tls_and_protocol_are_checked() {
+    let mut config = valid();
+    config.upstreams[0].protocol = 9;
+    config.upstreams[0].tls = Some(crate::v1::UpstreamTls {
+        enabled: true,
+        sni: "Not A Name".into(),
+        ca_pem: "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".into(),
+        client_certificate: "missing".into(),
+    });
+    assert_eq!(
+        violations(&config),
+        vec![
+            pair("upstream/web", "protocol"),
+            pair("upstream/web", "tls.sni"),
+            pair("upstream/web", "tls.ca_pem"),
+            pair("upstream/web", "tls.client_certificate"),
+        ]
+    );
+    config.upstreams[0].protocol = crate::v1::UpstreamProtocol::Http2 as i32;
+    config.upstreams[0].tls = Some(crate::v1::UpstreamTls {
+        enabled: false,
+        sni: "api.internal".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        violations(&config),
+        vec![pair("upstream/web", "tls.enabled")]
+    );
+    config.upstreams[0].tls = Some(crate::v1::UpstreamTls {
+        enabled: true,
+        sni: "api.internal".into(),
+        ..Default::default()
+    });
+    assert_eq!(violations(&config), vec![]);
+}
+
+#[test]
+fn certificates_need_pem_and_valid_unique_names() {
+    let mut config = valid();
+    config.certificates = vec![
+        crate::v1::Certificate {
+            name: "a".into(),
+            certificate_pem: "not pem".into(),
+            private_key_pem: String::new(),
+            sni: vec!["api.example.com".into(), "*.*.bad".into()],
+            ..Default::default()
+        },
+        crate::v1::Certificate {
+            name: "b".into(),
+            certificate_pem: String::new(),
+            private_key_pem: "garbage".into(),
+            sni: vec!["api.example.com".into()],
+            ..Default::default()
+        },
+    ];
+    assert_eq!(
+        violations(&config),
+        vec![
+            pair("certificate/a", "certificate_pem"),
+            pair("certificate/a", "private_key_pem"),
+            pair("certificate/a", "sni[1]"),
+            pair("certificate/b", "certificate_pem"),
+            pair("certificate/b", "private_key_pem"),
+            pair("certificate/b", "sni[0]"),
         ]
     );
 }

@@ -40,6 +40,7 @@ fn config(route: &str) -> Config {
             ..Default::default()
         }],
         health_checks: vec![],
+        certificates: vec![],
     }
 }
 

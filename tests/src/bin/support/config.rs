@@ -35,6 +35,7 @@ pub fn config(routes: usize, upstreams: usize, target: impl Fn(usize) -> String)
             .collect(),
         routes: (0..routes).map(|i| route(i, upstreams, None)).collect(),
         health_checks: Vec::new(),
+        certificates: vec![],
     }
 }
 

@@ -1,0 +1,252 @@
+//! The listeners' side of the proxy: accepting, TLS, HTTP/1.1 and HTTP/2, limits, draining.
+//!
+//! One code path serves both listeners: the plain one speaks HTTP/1.1 and HTTP/2 with prior
+//! knowledge (h2c), told apart by the connection preface; the TLS one does the same after a
+//! handshake that offers ALPN `h2` and `http/1.1`. Every connection is watched for a graceful
+//! shutdown: HTTP/1.1 connections close once idle, HTTP/2 connections get GOAWAY and finish
+//! their streams.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Version, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::{Downstream, Proxy, drain, stop_requested};
+use crate::app::Gateway;
+
+/// Per-listener protocol limits: the defaults of the `gateway-dataplane` flags.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Time a client has to send a request's headers; on HTTP/1.1 it also bounds how long an
+    /// idle keep-alive connection waits for its next request. Also bounds the TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request.
+    pub max_headers: usize,
+    /// HTTP/2: streams a client may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: flow-control windows, per stream and per connection.
+    pub h2_stream_window: u32,
+    pub h2_connection_window: u32,
+    /// HTTP/2: a PING every interval; a connection whose peer does not answer within the
+    /// timeout is closed.
+    pub h2_keep_alive_interval: Duration,
+    pub h2_keep_alive_timeout: Duration,
+    /// HTTP/2: streams reset by the client before the server saw them (rapid reset,
+    /// CVE-2023-44487) and streams the server had to reset for protocol errors, before the
+    /// connection is closed with GOAWAY.
+    pub h2_max_pending_accept_reset_streams: usize,
+    pub h2_max_local_error_reset_streams: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            h2_max_concurrent_streams: 200,
+            h2_stream_window: 1024 * 1024,
+            h2_connection_window: 4 * 1024 * 1024,
+            h2_keep_alive_interval: Duration::from_secs(20),
+            h2_keep_alive_timeout: Duration::from_secs(20),
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 256,
+        }
+    }
+}
+
+impl ServerLimits {
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .keep_alive(true)
+            .max_headers(self.max_headers)
+            // hyper's floor for its read buffer is 8 KiB.
+            .max_buf_size(self.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .initial_stream_window_size(self.h2_stream_window)
+            .initial_connection_window_size(self.h2_connection_window)
+            .keep_alive_interval(self.h2_keep_alive_interval)
+            .keep_alive_timeout(self.h2_keep_alive_timeout)
+            .max_pending_accept_reset_streams(self.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(self.h2_max_local_error_reset_streams);
+        builder
+    }
+}
+
+/// How long a draining server keeps idle keep-alive connections open, so that clients learn of
+/// the drain from a `Connection: close` response instead of racing a close.
+const IDLE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts connections until `shutdown` turns true, then drains. `tls` makes this the TLS
+/// listener.
+///
+/// Once the gateway is draining, every HTTP/1.1 response carries `Connection: close`, so busy
+/// clients reconnect (to a successor sharing the listening socket, or to another data plane)
+/// without ever sending a request into a closing connection. After [`IDLE_GRACE`], connections
+/// still idle are closed, HTTP/2 connections get GOAWAY, and those with a request in flight
+/// finish it, for at most `drain_timeout`.
+pub async fn serve_with(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    drain_timeout: Duration,
+    limits: &ServerLimits,
+    tls: Option<TlsAcceptor>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(limits.builder());
+    let handshake_timeout = limits.header_read_timeout;
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a proxy connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop_requested(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let open = OpenConnection::start(&proxy.gateway);
+        let connection = Connection {
+            proxy: Arc::clone(&proxy),
+            builder: Arc::clone(&builder),
+            watcher: graceful.watcher(),
+            client,
+        };
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    let _open = open;
+                    connection.serve(stream, false).await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _open = open;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.serve(stream, true).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%client, %error, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let grace = IDLE_GRACE.min(drain_timeout);
+    tokio::time::sleep(grace).await;
+    drain(graceful, drain_timeout.saturating_sub(grace)).await;
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    client: SocketAddr,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            proxy,
+            builder,
+            watcher,
+            client,
+        } = self;
+        let downstream = Downstream { client, tls };
+        let service = service_fn(move |request: Request<Incoming>| {
+            let proxy = Arc::clone(&proxy);
+            async move {
+                let http1 = request.version() < Version::HTTP_2;
+                let mut response = proxy.handle_from(request, downstream).await;
+                // HTTP/2 has no Connection header: its clients learn of the drain from GOAWAY.
+                if http1 && proxy.gateway.is_draining() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        if let Err(error) = watcher.watch(connection.into_owned()).await {
+            tracing::debug!(%client, %error, "proxy connection ended with an error");
+        }
+    }
+}
+
+/// A client connection, counted as open until dropped.
+struct OpenConnection(Arc<Gateway>);
+
+impl OpenConnection {
+    fn start(gateway: &Arc<Gateway>) -> OpenConnection {
+        let process = &gateway.metrics().process;
+        process
+            .downstream_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        process
+            .downstream_connections_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(Arc::clone(gateway))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .metrics()
+            .process
+            .downstream_connections_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// [`serve_with`] on a plain listener with the default limits.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    serve_with(
+        listener,
+        proxy,
+        shutdown,
+        drain_timeout,
+        &ServerLimits::default(),
+        None,
+    )
+    .await;
+}

@@ -1,0 +1,185 @@
+//! HTTP/1.1 Upgrade (WebSocket): the handshake goes to the target like any request, keeping
+//! its `Upgrade` headers; when the target answers 101, both connections are taken over from
+//! hyper and bytes are copied both ways until either side closes or nothing moves for the idle
+//! timeout. The tunnel holds no table: a config change never touches it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Request, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::state::InFlight;
+
+/// How long an upgraded connection may stay silent both ways before it is closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Whether the client asks to switch protocols: HTTP/1.1 with `Connection: upgrade` and an
+/// `Upgrade` header.
+pub fn requested<B>(request: &Request<B>) -> bool {
+    request.version() == http::Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The `Connection` and `Upgrade` values to send upstream for an upgrade.
+pub fn upgrade_headers(headers: &HeaderMap) -> Option<(HeaderValue, HeaderValue)> {
+    let protocol = headers.get(header::UPGRADE)?.clone();
+    Some((HeaderValue::from_static("upgrade"), protocol))
+}
+
+/// Copies bytes between the two upgraded connections in a task of its own; `in_flight` keeps
+/// the target counted as busy while the tunnel is open.
+pub fn spawn(
+    downstream: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: Duration,
+    in_flight: InFlight,
+    route: String,
+) {
+    tokio::spawn(async move {
+        let (client, target) = match tokio::try_join!(downstream, upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::debug!(%route, %error, "upgrade did not complete");
+                return;
+            }
+        };
+        let activity = Activity::new();
+        let mut client = Watched::new(TokioIo::new(client), &activity);
+        let mut target = Watched::new(TokioIo::new(target), &activity);
+        let copying = tokio::io::copy_bidirectional(&mut client, &mut target);
+        tokio::pin!(copying);
+        loop {
+            let deadline = activity.last() + idle_timeout;
+            tokio::select! {
+                result = &mut copying => {
+                    if let Err(error) = result {
+                        tracing::debug!(%route, %error, "tunnel ended with an error");
+                    }
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if activity.last() + idle_timeout <= Instant::now() {
+                        tracing::debug!(%route, ?idle_timeout, "tunnel idle; closing it");
+                        break;
+                    }
+                }
+            }
+        }
+        drop(in_flight);
+    });
+}
+
+/// When bytes last moved through a tunnel, either way.
+#[derive(Clone)]
+struct Activity(std::sync::Arc<std::sync::Mutex<Instant>>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(std::sync::Arc::new(std::sync::Mutex::new(Instant::now())))
+    }
+
+    fn touch(&self) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.0
+            .lock()
+            .map(|last| *last)
+            .unwrap_or_else(|_| Instant::now())
+    }
+}
+
+/// An I/O object that records activity on every successful read or write.
+struct Watched<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T, activity: &Activity) -> Self {
+        Watched {
+            inner,
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http11_connection_upgrade_requests_are_upgrades() {
+        let upgrade = Request::get("/ws")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(requested(&upgrade));
+        let no_connection = Request::get("/ws")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(!requested(&no_connection));
+        let http2 = Request::get("/ws")
+            .version(http::Version::HTTP_2)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(!requested(&http2));
+    }
+}
