@@ -95,6 +95,13 @@ pub fn check(certificate: &Certificate, now: SystemTime) -> Result<String, (&'st
     Ok(not_after_text)
 }
 
+/// The leaf's `notAfter` as RFC 3339, if the chain parses.
+pub fn not_after(certificate_pem: &str) -> Option<String> {
+    let chain = pem_certificates(certificate_pem).ok()?;
+    let (_, not_after) = validity(chain.first()?)?;
+    Some(humantime::format_rfc3339_seconds(not_after).to_string())
+}
+
 /// The leaf's validity period, read from its DER (RFC 5280 §4.1):
 /// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
 /// signature, issuer, validity SEQUENCE { notBefore Time, notAfter Time }, … }, … }`.

@@ -79,9 +79,12 @@ impl Referenced for Certificate {
             .collect()
     }
 
-    /// Private keys are write-only.
+    /// Private keys are write-only; `not_after` is always shown, even on the echo of a write.
     fn redacted(mut self) -> Self {
         self.private_key_pem.clear();
+        if self.not_after.is_empty() {
+            self.not_after = certificate::not_after(&self.certificate_pem).unwrap_or_default();
+        }
         self
     }
 }

@@ -10,11 +10,13 @@
 
 mod cli;
 mod db;
+pub mod grpc;
 mod http;
 mod json;
 mod otlp;
 mod process;
 mod sim;
+pub mod tls;
 mod upstream;
 mod wait;
 

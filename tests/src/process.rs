@@ -570,6 +570,11 @@ impl DataPlane {
         self.listen
     }
 
+    /// Everything it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.process.log_path).unwrap_or_default()
+    }
+
     /// Where it terminates TLS.
     pub fn tls_addr(&self) -> SocketAddr {
         self.tls_listen

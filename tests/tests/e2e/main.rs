@@ -10,6 +10,7 @@ mod distribution;
 mod lifecycle;
 mod observability;
 mod operations;
+mod protocols;
 mod routing;
 mod writes;
 
