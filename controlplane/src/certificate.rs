@@ -22,12 +22,11 @@ pub fn prepare(before: &Config, after: &mut Config, now: SystemTime) -> Result<(
             .certificates
             .iter()
             .find(|c| c.name == certificate.name);
-        if certificate.private_key_pem.trim().is_empty() {
-            if let Some(stored) =
+        if certificate.private_key_pem.trim().is_empty()
+            && let Some(stored) =
                 stored.filter(|s| s.certificate_pem == certificate.certificate_pem)
-            {
-                certificate.private_key_pem = stored.private_key_pem.clone();
-            }
+        {
+            certificate.private_key_pem = stored.private_key_pem.clone();
         }
         if stored == Some(&*certificate) {
             continue;

@@ -266,10 +266,10 @@ fn upstream_tls(at: &mut At<'_>, tls: &UpstreamTls) {
             );
         }
     }
-    if !tls.ca_pem.is_empty() {
-        if let Err(reason) = pem_certificates(&tls.ca_pem) {
-            at.push("tls.ca_pem", reason);
-        }
+    if !tls.ca_pem.is_empty()
+        && let Err(reason) = pem_certificates(&tls.ca_pem)
+    {
+        at.push("tls.ca_pem", reason);
     }
 }
 

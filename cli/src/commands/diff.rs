@@ -107,10 +107,10 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> anyhow::Result<Outcome> {
 fn upsert_all(mut config: Config, files: Config) -> Config {
     for mut r in files.certificates {
         r.private_key_pem.clear();
-        if let Some(current) = config.get::<Certificate>(&r.name) {
-            if current.certificate_pem == r.certificate_pem {
-                r.not_after = current.not_after.clone();
-            }
+        if let Some(current) = config.get::<Certificate>(&r.name)
+            && current.certificate_pem == r.certificate_pem
+        {
+            r.not_after = current.not_after.clone();
         }
         config.upsert(r);
     }

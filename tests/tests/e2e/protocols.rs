@@ -34,10 +34,10 @@ where
     tokio::spawn(connection);
     let request = Request::get(format!("http://{host}/"))
         .body(Full::new(Bytes::new()))
-        .unwrap();
+        .expect("a request");
     let response = sender.send_request(request).await.expect("an answer");
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
+    let body = body.collect().await.expect("the body").to_bytes();
     (
         parts.version,
         parts.status,
@@ -348,8 +348,8 @@ async fn upstream_tls_is_verified_and_http2_negotiated() {
 /// A gRPC client to `echo.v1.Echo` through the data plane's plain listener (h2c).
 async fn echo_client(dp: &DataPlane, authority: &str) -> EchoClient<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", dp.addr()))
-        .unwrap()
-        .origin(format!("http://{authority}").parse().unwrap());
+        .expect("an endpoint")
+        .origin(format!("http://{authority}").parse().expect("an origin"));
     let channel = endpoint.connect().await.expect("connect to the data plane");
     EchoClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
@@ -576,8 +576,8 @@ async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
 
 /// Sends raw bytes and reads everything until the server closes (at most 5 s).
 async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     assert!(
