@@ -65,6 +65,19 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0 to find a free port")
 }
 
+/// Several ports free a moment ago, all different: each is held until all are found, so the
+/// kernel cannot hand out the same one twice.
+fn distinct_free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port"))
+        .collect();
+    std::array::from_fn(|i| {
+        held[i]
+            .local_addr()
+            .expect("the address of a bound listener")
+    })
+}
+
 fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
@@ -502,7 +515,7 @@ impl DataPlane {
             .expect("create a temporary directory");
         let cache_dir = dir.path().join("cache");
         std::fs::create_dir_all(&cache_dir).expect("create the data plane's cache directory");
-        let (listen, tls_listen, admin) = (free_addr(), free_addr(), free_addr());
+        let [listen, tls_listen, admin] = distinct_free_addrs();
         let mut args: Vec<OsString> = vec![
             "--listen".into(),
             listen.to_string().into(),
