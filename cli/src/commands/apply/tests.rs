@@ -165,14 +165,14 @@ fn misspelt_top_level_field_suggests_the_right_one() {
 
 #[test]
 fn unknown_kind_is_named() {
-    let errors = parse_err("kind: Upstream\nname: web\n---\nkind: Certificate\nname: site\n");
+    let errors = parse_err("kind: Upstream\nname: web\n---\nkind: Listener\nname: site\n");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with("gateway.yaml: document 2: unknown kind \"Certificate\""),
+        errors[0].starts_with("gateway.yaml: document 2: unknown kind \"Listener\""),
         "{}",
         errors[0]
     );
-    for kind in ["Upstream", "Route", "HealthCheckPolicy"] {
+    for kind in ["Upstream", "Route", "HealthCheckPolicy", "Certificate"] {
         assert!(errors[0].contains(kind), "{}", errors[0]);
     }
 }
