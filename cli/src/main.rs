@@ -87,6 +87,7 @@ struct Cli {
         short,
         long,
         global = true,
+        env = "GATEWAYCTL_OUTPUT",
         help_heading = "Global options",
         value_enum,
         default_value_t = Format::Table
