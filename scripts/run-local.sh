@@ -28,7 +28,7 @@ trap stop INT TERM EXIT
 
 mkdir -p "$state_dir"
 "$bin/gateway-controlplane" --data-dir "$state_dir/controlplane" \
-  --rest-listen "$rest" --grpc-listen "$grpc" 2>>"$state_dir/controlplane.log" &
+  --rest-listen "$rest" --grpc-listen "$grpc" >>"$state_dir/controlplane.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   if curl -fsS "http://$rest/readyz" >/dev/null 2>&1; then break; fi
@@ -41,7 +41,7 @@ for _ in $(seq 100); do
 done
 
 "$bin/gateway-dataplane" --control-plane "http://$grpc" --listen "$listen" --admin-listen "$admin" \
-  --node-id local --cache-dir "$state_dir/dataplane-cache" 2>>"$state_dir/dataplane.log" &
+  --node-id local --cache-dir "$state_dir/dataplane-cache" >>"$state_dir/dataplane.log" 2>&1 &
 pids+=($!)
 
 cat <<MSG
