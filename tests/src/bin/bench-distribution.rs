@@ -210,10 +210,7 @@ async fn in_process(flags: &Flags, config: &Config, report: &mut Report) -> anyh
     changed.upsert(bench_config::route(last, flags.upstreams, Some(1)));
     changed.canonicalize();
     let (t, (upserted, removed)) = median_of(n, || delta::diff(config, &changed));
-    report.add(
-        "delta::diff for a one-route change (the control plane runs it per stream)",
-        ms(t),
-    );
+    report.add("delta::diff for a one-route change", ms(t));
 
     // The data plane's whole apply: hash check, validate, compile, then one ArcSwap store.
     let full = Snapshot {
