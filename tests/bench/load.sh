@@ -18,7 +18,7 @@
 #
 # Set-up: wrk (required), nginx and haproxy (skipped when absent) are installed with apt-get
 # when missing and running as root. The workspace is built in release mode (SKIP_BUILD=1 to
-# skip). Everything listens on 127.0.0.1, ports BASE_PORT..BASE_PORT+11; only the processes
+# skip). Everything listens on 127.0.0.1, ports BASE_PORT..BASE_PORT+13; only the processes
 # this script starts are stopped, by PID. Output: $OUT_DIR (summary.md, results.tsv, logs/).
 #
 # Knobs: FULL, DURATION, ROUNDS, WARMUP, OPEN_DURATION, OPEN_ROUNDS, ROUTE_ROUNDS,
@@ -60,6 +60,8 @@ DPB_PORT=$((BASE_PORT + 8))        # data plane B: 10,000 routes, its own contro
 DPB_ADMIN=$((BASE_PORT + 9))
 CPB_REST=$((BASE_PORT + 10))
 CPB_GRPC=$((BASE_PORT + 11))
+DP_TLS=$((BASE_PORT + 12))         # TLS listeners (unused, but each data plane binds one)
+DPB_TLS=$((BASE_PORT + 13))
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -102,7 +104,7 @@ fi
 for b in gateway-controlplane gateway-dataplane bench-upstream bench-openloop bench-config; do
     [[ -x "$BIN/$b" ]] || die "missing $BIN/$b (build with cargo build --release --workspace --bins)"
 done
-for ((p = BASE_PORT; p <= BASE_PORT + 11; p++)); do
+for ((p = BASE_PORT; p <= BASE_PORT + 13; p++)); do
     ! ss -Htln "sport = :$p" | grep -q . || die "port $p is in use (set BASE_PORT)"
 done
 
@@ -181,14 +183,16 @@ put_json() {  # put_json CP_REST PATH JSON -> HTTP status
 dp_version() {
     curl -s -m 5 "http://127.0.0.1:$1/config" | grep -o '"version": *[0-9]*' | head -1 | grep -o '[0-9]*$'
 }
-wait_version() {  # wait_version DP_ADMIN VERSION
+wait_version() {  # wait_version NAME PID DP_ADMIN VERSION
     local i v
     for ((i = 0; i < 1200; i++)); do
-        v=$(dp_version "$1" || true)
-        [[ -n "$v" && "$v" -ge "$2" ]] && return 0
+        v=$(dp_version "$3" || true)
+        [[ -n "$v" && "$v" -ge "$4" ]] && return 0
+        alive "$2" || break
         sleep 0.1
     done
-    die "data plane on admin port $1 did not apply version $2"
+    tail -20 "$OUT_DIR/logs/$1.log" >&2 || true
+    die "$1 did not apply version $4"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -232,14 +236,19 @@ t0=$(date +%s.%N)
 VERSION_B=$(apply_config "$CPB_REST" "$OUT_DIR/conf/config-10k.json")
 APPLY_10K_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b - a}')
 [[ -n "$VERSION_A" && -n "$VERSION_B" ]] || die "applying the benchmark configs failed"
+# Data planes that have a TLS listener bind it by default: give each its own port.
+TLS_A=(); TLS_B=()
+if "$BIN/gateway-dataplane" --help | grep -q -- --tls-listen; then
+    TLS_A=(--tls-listen "127.0.0.1:$DP_TLS"); TLS_B=(--tls-listen "127.0.0.1:$DPB_TLS")
+fi
 start dataplane "$BIN/gateway-dataplane" --listen "127.0.0.1:$DP_PORT" --admin-listen "127.0.0.1:$DP_ADMIN" \
-    --control-plane "http://127.0.0.1:$CP_GRPC" --node-id bench-a --cache-dir ""
+    "${TLS_A[@]}" --control-plane "http://127.0.0.1:$CP_GRPC" --node-id bench-a --cache-dir ""
 PID[dataplane]=$LAST_PID; URL[dataplane]="http://127.0.0.1:$DP_PORT"
 start dataplane-10k "$BIN/gateway-dataplane" --listen "127.0.0.1:$DPB_PORT" --admin-listen "127.0.0.1:$DPB_ADMIN" \
-    --control-plane "http://127.0.0.1:$CPB_GRPC" --node-id bench-b --cache-dir ""
+    "${TLS_B[@]}" --control-plane "http://127.0.0.1:$CPB_GRPC" --node-id bench-b --cache-dir ""
 DPB_PID=$LAST_PID
-wait_version "$DP_ADMIN" "$VERSION_A"
-wait_version "$DPB_ADMIN" "$VERSION_B"
+wait_version dataplane "${PID[dataplane]}" "$DP_ADMIN" "$VERSION_A"
+wait_version dataplane-10k "$DPB_PID" "$DPB_ADMIN" "$VERSION_B"
 log "control planes and data planes up (10k-route apply took ${APPLY_10K_S}s)"
 sleep 1
 read -r DP_IDLE_RSS _ < <(mem_kib "${PID[dataplane]}")
