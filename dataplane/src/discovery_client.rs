@@ -225,7 +225,7 @@ impl DiscoveryClient {
                     send(&outbound, self.health()).await?;
                 }
                 _ = traffic_ticks.tick() => {
-                    let report = traffic.take(self.gateway.carried());
+                    let report = traffic.take(self.gateway.metrics());
                     send(&outbound, DataPlaneMessage {
                         kind: Some(data_plane_message::Kind::Traffic(report)),
                     })

@@ -3,8 +3,9 @@
 //! - A [`HealthReport`] lists every target under active or passive health checking, whole:
 //!   sent after every (re)connect and, debounced by [`HEALTH_DEBOUNCE`], after every transition
 //!   or applied config, so the control plane never holds a partial view.
-//! - A [`TrafficReport`] every [`TRAFFIC_INTERVAL`]: the deltas since the previous one, for the
-//!   routes and upstreams that had requests. While no stream is up, counts keep accumulating and
+//! - A [`TrafficReport`] every [`TRAFFIC_INTERVAL`]: the deltas of the metrics' route counters
+//!   since the previous one (see [`crate::traffic`]), for the routes and upstreams that had
+//!   requests. While no stream is up, counts keep accumulating and
 //!   the next report covers the whole gap (its `interval_ms` says how long).
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use gateway_proto::v1::{HealthReport, TargetHealth, TrafficReport};
 use tokio::time::Instant;
 
 use crate::state::CarriedState;
+use crate::telemetry::Metrics;
 
 /// Transitions this close together go out in one report.
 pub const HEALTH_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -53,11 +55,11 @@ impl Default for TrafficTaker {
 }
 
 impl TrafficTaker {
-    pub fn take(&mut self, carried: &CarriedState) -> TrafficReport {
+    pub fn take(&mut self, metrics: &Metrics) -> TrafficReport {
         let now = Instant::now();
         let interval = now.duration_since(self.since);
         self.since = now;
-        let (routes, upstreams) = carried.take_traffic();
+        let (routes, upstreams) = metrics.take_traffic();
         TrafficReport {
             interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             routes,

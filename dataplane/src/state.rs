@@ -17,13 +17,11 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use gateway_proto::v1::TrafficCounters;
 use tokio::sync::Notify;
 
 use crate::outlier::{self, OutlierCounters};
 use crate::retry::RouteLoad;
 use crate::table::RouteTable;
-use crate::traffic::TrafficStats;
 
 /// Bits of [`TargetState::unusable`].
 const FAILING_CHECKS: u8 = 1;
@@ -201,7 +199,6 @@ pub struct UpstreamState {
     pub cursor: Arc<AtomicUsize>,
     /// Held while deciding an ejection, so concurrent ones respect `max_ejected_percent`.
     pub(crate) ejecting: Mutex<()>,
-    pub traffic: TrafficStats,
 }
 
 /// One route's live state.
@@ -209,7 +206,6 @@ pub struct UpstreamState {
 pub struct RouteState {
     /// Requests and retries in flight, for the retry budget.
     pub load: Arc<RouteLoad>,
-    pub traffic: TrafficStats,
 }
 
 /// The registry of live state, by identity.
@@ -224,9 +220,6 @@ struct Registry {
     targets: HashMap<(Box<str>, Box<str>), Watched>,
     upstreams: HashMap<Box<str>, Arc<UpstreamState>>,
     routes: HashMap<Box<str>, Arc<RouteState>>,
-    /// Routes and upstreams no longer configured, whose last traffic is not reported yet.
-    retired_routes: Vec<(Box<str>, Arc<RouteState>)>,
-    retired_upstreams: Vec<(Box<str>, Arc<UpstreamState>)>,
 }
 
 #[derive(Debug)]
@@ -279,13 +272,6 @@ impl CarriedState {
                 kept.targets.insert(key, Watched { state, watched });
             }
         }
-        kept.retired_routes = std::mem::take(&mut registry.retired_routes);
-        kept.retired_routes.extend(registry.routes.drain());
-        kept.retired_upstreams = std::mem::take(&mut registry.retired_upstreams);
-        kept.retired_upstreams.extend(registry.upstreams.drain());
-        // Unreported for long (no control plane): the oldest counts are given up.
-        truncate_front(&mut kept.retired_routes, MAX_RETIRED);
-        truncate_front(&mut kept.retired_upstreams, MAX_RETIRED);
         *registry = kept;
         drop(registry);
         // The set of reported targets may have changed.
@@ -306,60 +292,8 @@ impl CarriedState {
         targets
     }
 
-    /// The traffic of every route and upstream since the last take, those without requests
-    /// left out.
-    pub fn take_traffic(&self) -> (Vec<TrafficCounters>, Vec<TrafficCounters>) {
-        let mut registry = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let retired_routes = std::mem::take(&mut registry.retired_routes);
-        let retired_upstreams = std::mem::take(&mut registry.retired_upstreams);
-        let routes = registry
-            .routes
-            .iter()
-            .chain(retired_routes.iter().map(|(n, s)| (n, s)))
-            .filter_map(|(name, state)| state.traffic.take(name))
-            .collect();
-        let upstreams = registry
-            .upstreams
-            .iter()
-            .chain(retired_upstreams.iter().map(|(n, s)| (n, s)))
-            .filter_map(|(name, state)| state.traffic.take(name))
-            .collect();
-        (merge(routes), merge(upstreams))
-    }
-
     /// Woken on every health transition and every applied config.
     pub fn changes(&self) -> Arc<Notify> {
         Arc::clone(&self.changes)
     }
-}
-
-/// Retired routes or upstreams whose traffic waits for a report, at most.
-const MAX_RETIRED: usize = 4096;
-
-fn truncate_front<T>(items: &mut Vec<T>, max: usize) {
-    if items.len() > max {
-        items.drain(..items.len() - max);
-    }
-}
-
-/// One counter set per name, sorted: a name removed and added back between two reports has two.
-fn merge(mut counters: Vec<TrafficCounters>) -> Vec<TrafficCounters> {
-    counters.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut merged: Vec<TrafficCounters> = Vec::with_capacity(counters.len());
-    for next in counters {
-        match merged.last_mut() {
-            Some(last) if last.name == next.name => {
-                for (sum, add) in last.status_classes.iter_mut().zip(&next.status_classes) {
-                    *sum += add;
-                }
-                last.bytes_in += next.bytes_in;
-                last.bytes_out += next.bytes_out;
-                // Percentiles do not add up; the worse of the two is the safer figure.
-                last.latency_p50_ms = last.latency_p50_ms.max(next.latency_p50_ms);
-                last.latency_p99_ms = last.latency_p99_ms.max(next.latency_p99_ms);
-            }
-            _ => merged.push(next),
-        }
-    }
-    merged
 }

@@ -231,7 +231,7 @@ async fn traffic_is_counted_by_route_and_upstream_and_status_class() {
     );
     harness.send("nowhere", "/nothing", "").await;
 
-    let (routes, upstreams) = harness.gateway.carried().take_traffic();
+    let (routes, upstreams) = harness.gateway.metrics().take_traffic();
     let names: Vec<&str> = routes.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
@@ -248,6 +248,6 @@ async fn traffic_is_counted_by_route_and_upstream_and_status_class() {
     );
     assert_eq!(upstreams.len(), 2);
     assert_eq!(upstreams[1].status_classes, routes[1].status_classes);
-    let (routes, _) = harness.gateway.carried().take_traffic();
+    let (routes, _) = harness.gateway.metrics().take_traffic();
     assert!(routes.is_empty(), "taken: the next report starts from zero");
 }

@@ -7,8 +7,8 @@
 //!   an attempt that never read it (a connect failure) leaves it for the next attempt; for other
 //!   methods it is sent once.
 //!
-//! A [`BodyMeter`] counts the bytes received from the client and adds them to the route's and
-//! upstream's traffic once, when the body is done with.
+//! A [`BodyMeter`] counts the bytes received from the client and adds them to the route's
+//! counters once, when the body is done with.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +21,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::state::{RouteState, UpstreamState};
 use crate::table::{RouteEntry, UpstreamPool};
 use crate::telemetry::RouteStats;
 
@@ -50,12 +49,10 @@ pub struct StreamedBody {
     meter: BodyMeter,
 }
 
-/// Bytes received from the client, added to the traffic counters (and the route's metrics, and
-/// the request's access-log line when there is one) when dropped.
+/// Bytes received from the client, added to the route's counters (`/metrics` and the traffic
+/// reports) and the request's access-log line when there is one, when dropped.
 #[derive(Debug)]
 pub struct BodyMeter {
-    route: Arc<RouteState>,
-    upstream: Arc<UpstreamState>,
     stats: Arc<RouteStats>,
     request: Option<Arc<AtomicU64>>,
     received: u64,
@@ -64,12 +61,10 @@ pub struct BodyMeter {
 impl BodyMeter {
     pub fn new(
         route: &RouteEntry,
-        upstream: &UpstreamPool,
+        _upstream: &UpstreamPool,
         request: Option<Arc<AtomicU64>>,
     ) -> BodyMeter {
         BodyMeter {
-            route: Arc::clone(&route.state),
-            upstream: Arc::clone(&upstream.state),
             stats: Arc::clone(&route.stats),
             request,
             received: 0,
@@ -79,8 +74,6 @@ impl BodyMeter {
 
 impl Drop for BodyMeter {
     fn drop(&mut self) {
-        self.route.traffic.add_bytes_in(self.received);
-        self.upstream.traffic.add_bytes_in(self.received);
         if self.received > 0 {
             self.stats.add_bytes_in(self.received);
             if let Some(request) = &self.request {

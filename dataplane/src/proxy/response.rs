@@ -1,66 +1,40 @@
 //! Response bodies as the proxy streams them to clients, carrying the request's [`Record`] until
-//! the body ends: a request counts as in flight (to its route and its target) until then, and
-//! its traffic (status class, bytes out, latency) is counted then, once.
+//! the body ends: a request counts as in flight (to its route and its target) until then. (Its
+//! traffic is counted once, by `observe::ObservedBody`, for `/metrics` and the traffic reports.)
 
 use std::error::Error as StdError;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Instant;
 
 use super::ProxyBody;
 use crate::retry::ActiveRequest;
-use crate::state::{InFlight, RouteState, UpstreamState};
+use crate::state::InFlight;
 use crate::table::{RouteEntry, UpstreamPool};
-use crate::traffic::{self, Exchange, GATEWAY_CLASS};
 
 /// What a routed request holds until its response body ends or is dropped.
 #[derive(Debug)]
 pub struct Record {
     _request: ActiveRequest,
     _in_flight: Option<InFlight>,
-    route: Arc<RouteState>,
-    upstream: Arc<UpstreamState>,
-    started: Instant,
-    class: usize,
-    bytes_out: u64,
 }
 
 impl Record {
-    pub fn new(route: &RouteEntry, upstream: &UpstreamPool) -> Record {
+    pub fn new(route: &RouteEntry, _upstream: &UpstreamPool) -> Record {
         Record {
             _request: route.state.load.start_request(),
             _in_flight: None,
-            route: Arc::clone(&route.state),
-            upstream: Arc::clone(&upstream.state),
-            started: Instant::now(),
-            class: GATEWAY_CLASS,
-            bytes_out: 0,
         }
     }
 
-    /// A target answered with `status`; the request stays in flight there until the body ends.
-    pub fn answered(mut self, status: StatusCode, in_flight: InFlight) -> Record {
-        self.class = traffic::class_of(status);
+    /// A target answered (with `_status`); the request stays in flight there until the body
+    /// ends.
+    pub fn answered(mut self, _status: StatusCode, in_flight: InFlight) -> Record {
         self._in_flight = Some(in_flight);
         self
-    }
-}
-
-impl Drop for Record {
-    fn drop(&mut self) {
-        let exchange = Exchange {
-            class: self.class,
-            bytes_in: 0,
-            bytes_out: self.bytes_out,
-            latency: self.started.elapsed(),
-        };
-        self.route.traffic.record(&exchange);
-        self.upstream.traffic.record(&exchange);
     }
 }
 
@@ -97,15 +71,9 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        match &frame {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(record), Some(data)) = (&mut this.record, frame.data_ref()) {
-                    record.bytes_out += data.remaining() as u64;
-                }
-            }
-            // The request is over (a failed body is over too).
-            Poll::Ready(None | Some(Err(_))) => drop(this.record.take()),
-            Poll::Pending => {}
+        // The request is over (a failed body is over too).
+        if let Poll::Ready(None | Some(Err(_))) = &frame {
+            drop(this.record.take());
         }
         frame
     }

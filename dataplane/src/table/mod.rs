@@ -50,7 +50,7 @@ pub struct RouteEntry {
     pub retry: Option<RetryPolicy>,
     /// Overrides the upstream's connect timeout.
     pub connect_timeout: Option<Duration>,
-    /// Load and traffic, carried from table to table by route name.
+    /// Load, carried from table to table by route name.
     pub(crate) state: Arc<RouteState>,
     /// Counters, carried from table to table by name (see [`crate::telemetry::Metrics`]).
     pub stats: Arc<RouteStats>,

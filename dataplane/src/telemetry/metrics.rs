@@ -8,16 +8,22 @@
 //!
 //! Everything else (health, config, connections) is read when `/metrics` is scraped, see
 //! [`super::exposition`].
+//!
+//! The same route counters feed the traffic reports sent to the control plane: the reporter
+//! takes windows of them ([`Metrics::take_traffic`], see [`crate::traffic`]), so the request
+//! path counts once for both.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use gateway_proto::v1::TrafficCounters;
 use http::Method;
 
 use super::histogram::{Histogram, REQUEST_BUCKETS};
 use crate::table::RouteTable;
+use crate::traffic;
 
 /// Method classes, the `method` label: the common methods, the rest as `other`, so a client
 /// cannot create series by inventing methods.
@@ -182,10 +188,12 @@ pub struct RouteStats {
     duration: Histogram,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// The counts as of the last traffic report; only the reporter touches it.
+    reported: Mutex<RouteCounts>,
 }
 
-/// A route's counters at one moment.
-#[derive(Debug, Clone, PartialEq)]
+/// A route's counters at one moment (or what changed between two moments).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteCounts {
     pub requests: [[u64; 5]; 8],
     pub local: [u64; LOCAL_REASONS],
@@ -206,6 +214,7 @@ impl RouteStats {
             duration: Histogram::new(REQUEST_BUCKETS),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            reported: Mutex::default(),
         }
     }
 
@@ -258,9 +267,34 @@ impl RouteStats {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
         }
     }
+
+    /// What was counted since the previous call (since creation, the first time).
+    pub fn take_window(&self) -> RouteCounts {
+        let now = self.counts();
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        let window = now.since(&reported);
+        *reported = now;
+        window
+    }
+}
+
+fn minus<const N: usize>(now: &[u64; N], earlier: &[u64; N]) -> [u64; N] {
+    std::array::from_fn(|i| now[i].saturating_sub(earlier[i]))
 }
 
 impl RouteCounts {
+    /// What happened between `earlier` and `self` (counters only grow).
+    pub fn since(&self, earlier: &RouteCounts) -> RouteCounts {
+        RouteCounts {
+            requests: std::array::from_fn(|m| minus(&self.requests[m], &earlier.requests[m])),
+            local: minus(&self.local, &earlier.local),
+            retries: minus(&self.retries, &earlier.retries),
+            duration: self.duration.since(&earlier.duration),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+        }
+    }
+
     /// Requests by status class, the class index 5 being responses the gateway gave itself
     /// (as the traffic report counts them: those are not in classes 0-4).
     pub fn report_classes(&self) -> [u64; 6] {
@@ -371,7 +405,13 @@ pub struct ProcessStats {
 struct Registry {
     routes: HashMap<(Box<str>, Box<str>), Arc<RouteStats>>,
     upstreams: HashMap<Box<str>, Arc<UpstreamStats>>,
+    /// Routes no longer configured, kept until a traffic report has taken their last counts.
+    retired: Vec<Arc<RouteStats>>,
 }
+
+/// Retired routes whose traffic waits for a report, at most (without a control plane to
+/// report to, the oldest are given up).
+const MAX_RETIRED: usize = 4096;
 
 /// Every counter of the data plane.
 #[derive(Debug)]
@@ -422,7 +462,27 @@ impl Metrics {
             route.stats = Arc::clone(&stats);
             kept.routes.insert(key, stats);
         }
+        kept.retired = std::mem::take(&mut registry.retired);
+        kept.retired
+            .extend(registry.routes.drain().map(|(_, stats)| stats));
+        if kept.retired.len() > MAX_RETIRED {
+            kept.retired.drain(..kept.retired.len() - MAX_RETIRED);
+        }
         *registry = kept;
+    }
+
+    /// The traffic counted since the previous take, by route and by upstream (see
+    /// [`crate::traffic`]); retired routes' last counts included, then forgotten.
+    pub fn take_traffic(&self) -> (Vec<TrafficCounters>, Vec<TrafficCounters>) {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut routes = std::mem::take(&mut registry.retired);
+        routes.extend(registry.routes.values().cloned());
+        drop(registry);
+        let windows: Vec<(&RouteStats, RouteCounts)> = routes
+            .iter()
+            .map(|stats| (stats.as_ref(), stats.take_window()))
+            .collect();
+        traffic::report(&windows, REQUEST_BUCKETS)
     }
 
     /// The routes' and upstreams' counters, sorted by name.

@@ -5,7 +5,8 @@ use gateway_proto::v1::{
 };
 
 use super::*;
-use crate::app::{ConfigSource, Gateway};
+use crate::app::{ActiveConfig, ConfigSource, Gateway};
+use crate::table::{RouteEntry, UpstreamPool};
 use crate::telemetry::{LocalReason, RetryReason};
 
 fn config(route: &str) -> Config {
@@ -57,6 +58,21 @@ async fn apply(gateway: &std::sync::Arc<Gateway>, version: u64, config: Config) 
         .unwrap();
 }
 
+/// A gateway with `config("web")` applied as `version`, and that config.
+async fn started(version: u64) -> (std::sync::Arc<Gateway>, std::sync::Arc<ActiveConfig>) {
+    let gateway = Gateway::new();
+    apply(&gateway, version, config("web")).await;
+    let active = gateway.active().unwrap();
+    (gateway, active)
+}
+
+fn web_route(active: &ActiveConfig) -> (&RouteEntry, &UpstreamPool) {
+    active
+        .table
+        .find("web.local", "/", &http::Method::GET)
+        .unwrap()
+}
+
 /// The value of the sample whose line starts with `series` (name and labels, as written).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -66,13 +82,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn traffic_health_and_config_are_exposed_with_bounded_labels() {
-    let gateway = Gateway::new();
-    apply(&gateway, 7, config("web")).await;
-    let active = gateway.active().unwrap();
-    let (route, upstream) = active
-        .table
-        .find("web.local", "/", &http::Method::GET)
-        .unwrap();
+    let (gateway, active) = started(7).await;
+    let (route, upstream) = web_route(&active);
     route
         .stats
         .record(0, 200, None, Duration::from_millis(3), 5);
@@ -166,13 +177,8 @@ async fn traffic_health_and_config_are_exposed_with_bounded_labels() {
 
 #[tokio::test]
 async fn a_routes_series_go_when_the_route_does_and_stay_when_it_stays() {
-    let gateway = Gateway::new();
-    apply(&gateway, 1, config("web")).await;
-    let active = gateway.active().unwrap();
-    let (route, _) = active
-        .table
-        .find("web.local", "/", &http::Method::GET)
-        .unwrap();
+    let (gateway, active) = started(1).await;
+    let (route, _) = web_route(&active);
     route.stats.record(0, 200, None, Duration::ZERO, 0);
 
     // Same route, new version: counts carry over.
@@ -186,4 +192,36 @@ async fn a_routes_series_go_when_the_route_does_and_stay_when_it_stays() {
     apply(&gateway, 3, config("site")).await;
     let text = render(&gateway);
     assert!(!text.contains(r#"route="web""#), "{text}");
+}
+
+#[tokio::test]
+async fn traffic_reports_are_windows_of_the_exposed_counters_and_keep_a_dropped_routes_last() {
+    let (gateway, active) = started(1).await;
+    let (route, _) = web_route(&active);
+    route
+        .stats
+        .record(0, 200, None, Duration::from_millis(3), 5);
+    let (routes, upstreams) = gateway.metrics().take_traffic();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        (routes[0].name.as_str(), routes[0].status_classes.as_slice()),
+        ("web", [0, 1, 0, 0, 0, 0].as_slice())
+    );
+    assert_eq!(upstreams[0].name, "pool");
+    assert!(gateway.metrics().take_traffic().0.is_empty(), "taken");
+
+    route
+        .stats
+        .record(0, 503, None, Duration::from_millis(3), 0);
+    // Renamed before the next report: "web"'s last request is still reported, once.
+    apply(&gateway, 2, config("site")).await;
+    let text = render(&gateway);
+    assert!(!text.contains(r#"route="web""#), "{text}");
+    let (routes, _) = gateway.metrics().take_traffic();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        (routes[0].name.as_str(), routes[0].status_classes.as_slice()),
+        ("web", [0, 0, 0, 0, 1, 0].as_slice())
+    );
+    assert!(gateway.metrics().take_traffic().0.is_empty(), "forgotten");
 }
