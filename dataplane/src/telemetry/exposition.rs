@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use gateway_proto::v1::Config;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -369,6 +370,7 @@ fn collect(gateway: &Gateway) -> Vec<Family> {
             Labels::new(),
             gauge(active.as_ref().is_some_and(|a| a.is_stale())),
         ),
+        certificate_expiry(active.as_ref().map(|a| a.config())),
         Family::new(
             "gateway_draining",
             "1 once the process has begun draining.",
@@ -395,6 +397,29 @@ fn collect(gateway: &Gateway) -> Vec<Family> {
         ),
     ]);
     families
+}
+
+/// When each certificate in service expires, from the `not_after` the control plane computed
+/// when it accepted the certificate (RFC 3339), so alerts need no access to the PEM.
+fn certificate_expiry(config: Option<&Config>) -> Family {
+    let mut family = Family::new(
+        "gateway_certificate_expiry_timestamp_seconds",
+        "Unix time the leaf certificate of each Certificate in service stops being valid.",
+        MetricType::Gauge,
+    );
+    for certificate in config.map_or(&[][..], |c| &c.certificates[..]) {
+        let Ok(not_after) = humantime::parse_rfc3339(&certificate.not_after) else {
+            continue;
+        };
+        let seconds = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        family.push(
+            labels([("certificate", certificate.name.as_str())]),
+            Value::Gauge(seconds),
+        );
+    }
+    family
 }
 
 fn gauge(on: bool) -> Value {

@@ -225,3 +225,36 @@ async fn traffic_reports_are_windows_of_the_exposed_counters_and_keep_a_dropped_
     );
     assert!(gateway.metrics().take_traffic().0.is_empty(), "forgotten");
 }
+
+#[test]
+fn certificate_expiry_comes_from_the_not_after_of_each_certificate() {
+    use gateway_proto::v1::Certificate;
+    let config = Config {
+        certificates: vec![
+            Certificate {
+                name: "site".into(),
+                not_after: "2027-01-02T03:04:05Z".into(),
+                ..Default::default()
+            },
+            // Written by a control plane that did not compute it: no series, no made-up date.
+            Certificate {
+                name: "old".into(),
+                ..Default::default()
+            },
+        ],
+        ..config("web")
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(vec![certificate_expiry(Some(&config))])));
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"gateway_certificate_expiry_timestamp_seconds{certificate="site"}"#
+        ),
+        Some(1_798_859_045.0),
+        "{text}"
+    );
+    assert!(!text.contains(r#"certificate="old""#), "{text}");
+}
