@@ -17,13 +17,14 @@ use gateway_proto::v1::{
     ServerInfo, Status as ConfigStatus, Traffic, Upstream, UpstreamHealth, WriteResourceRequest,
     WriteResourceResponse,
 };
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use crate::api::auth::grpc_principal;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::page::{Page, PageRequest};
-use crate::service::{ApplyOptions, ConfigService, Referenced, Written};
+use crate::service::{ApplyOptions, ConfigService, Referenced};
 use crate::write::{Precondition, WriteMode, WriteOptions};
 
 pub struct AdminApi {
@@ -35,17 +36,29 @@ impl AdminApi {
         AdminApi { service }
     }
 
-    async fn write<R: OneOfResource>(
-        &self,
-        request: Request<R>,
-        mode: WriteMode,
-    ) -> Result<Written<R>, Status> {
+    /// A per-kind Create*/Replace*: its request is the bare resource (changing that would break
+    /// every client), so its precondition and dry run travel in request metadata, as `etag` and
+    /// `validate-only` (the fields of `WriteResourceRequest`), and the answer carries the
+    /// resource's `etag` and the `x-config-version` it produced in response metadata.
+    async fn write<R: OneOfResource>(&self, request: Request<R>, mode: WriteMode) -> Reply<R> {
         let by = grpc_principal(&request)?;
-        let options = WriteOptions::default();
-        Ok(self
+        let options = metadata_write_options(request.metadata())?;
+        let written = self
             .service
             .write(request.into_inner(), mode, &options, &by)
-            .await?)
+            .await?;
+        let mut response = Response::new(written.resource);
+        let metadata = response.metadata_mut();
+        if let Ok(etag) = MetadataValue::try_from(written.etag.as_str()) {
+            metadata.insert(ETAG, etag);
+        }
+        let (header, value) = if options.validate_only {
+            (VALIDATE_ONLY, MetadataValue::from_static("true"))
+        } else {
+            (CONFIG_VERSION, MetadataValue::from(written.version))
+        };
+        metadata.insert(header, value);
+        Ok(response)
     }
 
     async fn get<R: OneOfResource>(&self, request: Request<GetRequest>) -> Reply<R> {
@@ -140,6 +153,36 @@ impl OneOfResource for Certificate {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// Request metadata of a per-kind write: the precondition (as `WriteResourceRequest.etag`).
+pub const ETAG: &str = "etag";
+/// Request metadata of a per-kind write: `true` makes it a dry run; echoed in the answer.
+pub const VALIDATE_ONLY: &str = "validate-only";
+/// Response metadata of a per-kind write: the config version it produced.
+pub const CONFIG_VERSION: &str = "x-config-version";
+
+fn metadata_write_options(metadata: &MetadataMap) -> Result<WriteOptions, ApiError> {
+    let text = |name: &str| -> Result<&str, ApiError> {
+        metadata.get(name).map_or(Ok(""), |value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest(format!("{name} metadata: not ASCII")))
+        })
+    };
+    let validate_only = match text(VALIDATE_ONLY)?.trim() {
+        "" | "false" | "0" => false,
+        "true" | "1" => true,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "{VALIDATE_ONLY} metadata: {other:?} is not true or false"
+            )));
+        }
+    };
+    Ok(WriteOptions {
+        precondition: Precondition::from_etag(text(ETAG)?),
+        validate_only,
+    })
+}
+
 fn write_mode(mode: i32) -> Result<WriteMode, ApiError> {
     use gateway_proto::v1::WriteMode as Wire;
     match Wire::try_from(mode) {
@@ -155,8 +198,7 @@ fn write_mode(mode: i32) -> Result<WriteMode, ApiError> {
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn create_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
-        let written = self.write(request, WriteMode::Create).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Create).await
     }
     async fn get_upstream(&self, request: Request<GetRequest>) -> Reply<Upstream> {
         self.get(request).await
@@ -169,16 +211,14 @@ impl AdminService for AdminApi {
         }))
     }
     async fn replace_upstream(&self, request: Request<Upstream>) -> Reply<Upstream> {
-        let written = self.write(request, WriteMode::Replace).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Replace).await
     }
     async fn delete_upstream(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         self.delete::<Upstream>(request).await
     }
 
     async fn create_route(&self, request: Request<Route>) -> Reply<Route> {
-        let written = self.write(request, WriteMode::Create).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Create).await
     }
     async fn get_route(&self, request: Request<GetRequest>) -> Reply<Route> {
         self.get(request).await
@@ -191,8 +231,7 @@ impl AdminService for AdminApi {
         }))
     }
     async fn replace_route(&self, request: Request<Route>) -> Reply<Route> {
-        let written = self.write(request, WriteMode::Replace).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Replace).await
     }
     async fn delete_route(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         self.delete::<Route>(request).await
@@ -202,8 +241,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<HealthCheckPolicy>,
     ) -> Reply<HealthCheckPolicy> {
-        let written = self.write(request, WriteMode::Create).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Create).await
     }
     async fn get_health_check(&self, request: Request<GetRequest>) -> Reply<HealthCheckPolicy> {
         self.get(request).await
@@ -222,16 +260,14 @@ impl AdminService for AdminApi {
         &self,
         request: Request<HealthCheckPolicy>,
     ) -> Reply<HealthCheckPolicy> {
-        let written = self.write(request, WriteMode::Replace).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Replace).await
     }
     async fn delete_health_check(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         self.delete::<HealthCheckPolicy>(request).await
     }
 
     async fn create_certificate(&self, request: Request<Certificate>) -> Reply<Certificate> {
-        let written = self.write(request, WriteMode::Create).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Create).await
     }
     async fn get_certificate(&self, request: Request<GetRequest>) -> Reply<Certificate> {
         self.get(request).await
@@ -247,8 +283,7 @@ impl AdminService for AdminApi {
         }))
     }
     async fn replace_certificate(&self, request: Request<Certificate>) -> Reply<Certificate> {
-        let written = self.write(request, WriteMode::Replace).await?;
-        Ok(Response::new(written.resource))
+        self.write(request, WriteMode::Replace).await
     }
     async fn delete_certificate(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         self.delete::<Certificate>(request).await

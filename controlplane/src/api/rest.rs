@@ -12,7 +12,7 @@ mod problem;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,7 +22,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::extract::{JsonBody, MergePatch, Params, write_options};
+use self::extract::{JsonBody, MergePatch, Params, PathParam, write_options};
 use crate::api;
 use crate::api::openapi;
 use crate::auth::{Authenticator, Principal};
@@ -218,7 +218,7 @@ macro_rules! resource_api {
                           openapi::ReadErrors))]
             pub(super) async fn fetch(
                 state: State<AppState>,
-                name: Path<String>,
+                name: PathParam<String>,
                 params: Params,
             ) -> Result<Response, ApiError> {
                 super::fetch::<$r>(state, name, params).await
@@ -242,7 +242,7 @@ macro_rules! resource_api {
             pub(super) async fn put(
                 state: State<AppState>,
                 by: Extension<Principal>,
-                name: Path<String>,
+                name: PathParam<String>,
                 headers: HeaderMap,
                 params: Params,
                 body: JsonBody<$r>,
@@ -264,7 +264,7 @@ macro_rules! resource_api {
             pub(super) async fn patch(
                 state: State<AppState>,
                 by: Extension<Principal>,
-                name: Path<String>,
+                name: PathParam<String>,
                 headers: HeaderMap,
                 params: Params,
                 body: MergePatch,
@@ -282,7 +282,7 @@ macro_rules! resource_api {
             pub(super) async fn delete(
                 state: State<AppState>,
                 by: Extension<Principal>,
-                name: Path<String>,
+                name: PathParam<String>,
                 headers: HeaderMap,
                 params: Params,
             ) -> Result<Response, ApiError> {
@@ -374,7 +374,7 @@ async fn list<R: Referenced>(
 
 async fn fetch<R: Referenced>(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
     params.allow(&[])?;
@@ -409,7 +409,7 @@ async fn create<R: Referenced>(
 async fn put<R: Referenced>(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     headers: HeaderMap,
     params: Params,
     JsonBody(mut resource): JsonBody<R>,
@@ -432,7 +432,7 @@ async fn put<R: Referenced>(
 async fn patch<R: Referenced>(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     headers: HeaderMap,
     params: Params,
     MergePatch(patch): MergePatch,
@@ -453,7 +453,7 @@ async fn patch<R: Referenced>(
 async fn delete<R: Referenced>(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -524,7 +524,7 @@ async fn dataplanes(State(state): State<AppState>, params: Params) -> Result<Res
               openapi::ReadErrors))]
 async fn dataplane(
     State(state): State<AppState>,
-    Path(node_id): Path<String>,
+    PathParam(node_id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let found = state
         .service
@@ -545,7 +545,7 @@ async fn dataplane(
               openapi::ReadErrors))]
 async fn upstream_health(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.service.upstream_health(&name).await?).into_response())
 }
@@ -588,7 +588,7 @@ async fn versions(State(state): State<AppState>, params: Params) -> Result<Respo
               openapi::ReadErrors))]
 async fn version(
     State(state): State<AppState>,
-    Path(version): Path<u64>,
+    PathParam(version): PathParam<u64>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.service.version(version).await?).into_response())
 }
@@ -670,7 +670,7 @@ async fn create_token(
 async fn revoke_token(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
     state.service.revoke_token(&name, &principal).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
@@ -67,6 +67,21 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 
 fn is_json(headers: &HeaderMap) -> bool {
     media_type(headers).is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"))
+}
+
+/// A path parameter; one that does not parse (`/v1/versions/-1`) is a problem+json 400 like
+/// every other bad input, not axum's plain-text rejection.
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| PathParam(value))
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
+    }
 }
 
 /// The query string as `(key, value)` pairs, repeats kept (`?label=a=1&label=b=2`).

@@ -36,6 +36,17 @@ fn write(
     }
 }
 
+async fn get_web(
+    client: &mut Admin,
+) -> Result<tonic::Response<gateway_proto::v1::GetResourceResponse>, tonic::Status> {
+    client
+        .get_resource(GetResourceRequest {
+            kind: "upstream".into(),
+            name: "web".into(),
+        })
+        .await
+}
+
 #[tokio::test]
 async fn lists_paginate() {
     let server = TestServer::start().await;
@@ -104,13 +115,7 @@ async fn etags_dry_runs_and_aborted() {
         .unwrap()
         .into_inner();
     assert!(dry.created && dry.changed);
-    let missing = client
-        .get_resource(GetResourceRequest {
-            kind: "upstream".into(),
-            name: "web".into(),
-        })
-        .await
-        .unwrap_err();
+    let missing = get_web(&mut client).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
     let created = client
@@ -120,14 +125,7 @@ async fn etags_dry_runs_and_aborted() {
         .into_inner();
     assert!(created.created);
     assert_eq!(created.etag, dry.etag, "the dry run predicted the ETag");
-    let got = client
-        .get_resource(GetResourceRequest {
-            kind: "upstream".into(),
-            name: "web".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_web(&mut client).await.unwrap().into_inner();
     assert_eq!(got.etag, created.etag);
 
     let updated = client
@@ -185,14 +183,7 @@ async fn etags_dry_runs_and_aborted() {
         .unwrap()
         .into_inner();
     assert_eq!(plan.updated, ["upstream/web"]);
-    let after = client
-        .get_resource(GetResourceRequest {
-            kind: "upstream".into(),
-            name: "web".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = get_web(&mut client).await.unwrap().into_inner();
     assert_eq!(after.etag, updated.etag);
 }
 
@@ -249,4 +240,83 @@ async fn server_info_names_the_build() {
         .into_inner();
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.store, "postgres");
+}
+
+/// `CreateUpstream(Upstream)` and friends take the bare resource, so their precondition and dry
+/// run ride in request metadata (`etag`, `validate-only`) and the answer's metadata carries the
+/// new `etag` and `x-config-version`.
+#[tokio::test]
+async fn per_kind_writes_take_etag_and_validate_only_metadata() {
+    let server = TestServer::start().await;
+    let mut client = server.grpc(Some(ROOT)).await;
+    let with = |resource: Upstream, pairs: &[(&'static str, &str)]| {
+        let mut request = tonic::Request::new(resource);
+        for (key, value) in pairs {
+            request.metadata_mut().insert(*key, value.parse().unwrap());
+        }
+        request
+    };
+    let meta = |response: &tonic::metadata::MetadataMap, key: &str| {
+        response.get(key).map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    // A dry-run create answers as the create would and writes nothing.
+    let dry = client
+        .create_upstream(with(web(1000), &[("validate-only", "true")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta(dry.metadata(), "validate-only").as_deref(),
+        Some("true")
+    );
+    let predicted = meta(dry.metadata(), "etag").expect("a dry run names the ETag");
+    let missing = client
+        .get_upstream(gateway_proto::v1::GetRequest { name: "web".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let created = client.create_upstream(with(web(1000), &[])).await.unwrap();
+    let etag = meta(created.metadata(), "etag").unwrap();
+    assert_eq!(etag, predicted, "the dry run predicted the ETag");
+    let version: u64 = meta(created.metadata(), "x-config-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let got = get_web(&mut client).await.unwrap().into_inner();
+    assert_eq!(got.etag, etag, "the same ETag as GetResource");
+
+    // Replace with the current ETag writes; with the now stale one it is ABORTED.
+    let replaced = client
+        .replace_upstream(with(web(2000), &[("etag", &etag)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta(replaced.metadata(), "x-config-version"),
+        Some((version + 1).to_string())
+    );
+    assert_eq!(replaced.get_ref().connect_timeout_ms, 2000);
+    let stale = client
+        .replace_upstream(with(web(3000), &[("etag", &etag)]))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+
+    // A dry-run replace changes nothing; a bad flag is refused, naming it.
+    client
+        .replace_upstream(with(web(4000), &[("validate-only", "1")]))
+        .await
+        .unwrap();
+    let bad = client
+        .replace_upstream(with(web(5000), &[("validate-only", "yes")]))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("validate-only"), "{}", bad.message());
+    let after = client
+        .get_upstream(gateway_proto::v1::GetRequest { name: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.connect_timeout_ms, 2000);
 }

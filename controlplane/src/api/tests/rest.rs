@@ -593,3 +593,18 @@ async fn validate_only_changes_nothing() {
         .await;
     selector_alone.assert_problem(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
 }
+
+/// Found by the schemathesis pass (tests/fuzz): a path parameter that does not parse was axum's
+/// plain-text 400, not the problem+json every other bad input gets.
+#[tokio::test]
+async fn a_path_parameter_that_does_not_parse_is_a_problem() {
+    let server = TestServer::start().await;
+    for bad in [
+        "/v1/versions/-1",
+        "/v1/versions/ten",
+        "/v1/versions/99999999999999999999",
+    ] {
+        let reply = server.call(Method::GET, bad, Some(ROOT)).await;
+        reply.assert_problem(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    }
+}
