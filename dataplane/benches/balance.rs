@@ -2,6 +2,9 @@
 //! `UpstreamPool::pick` (health and in-flight reads included).
 //!
 //! `cargo bench -p gateway-dataplane --bench balance`
+//!
+//! The allocation profiler shows a pick allocates nothing; `build_maglev` is the cost of one
+//! maglev table (once per config that changes the upstream).
 
 use divan::Bencher;
 use gateway_dataplane::table::{RouteTable, Tried, compile};
@@ -12,6 +15,9 @@ use gateway_proto::v1::{
 use http::Method;
 
 const TARGETS: &[usize] = &[3, 100, 1000];
+
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
 
 fn main() {
     divan::main();
@@ -98,4 +104,9 @@ fn ring_hash(bencher: Bencher<'_, '_>, n: usize) {
 #[divan::bench(args = TARGETS)]
 fn maglev(bencher: Bencher<'_, '_>, n: usize) {
     pick(bencher, LoadBalancingPolicy::Maglev, n);
+}
+
+#[divan::bench(args = TARGETS, sample_count = 10)]
+fn build_maglev(n: usize) -> RouteTable {
+    table(LoadBalancingPolicy::Maglev, n)
 }

@@ -33,10 +33,15 @@ const POINTS_PER_BUCKET: usize = 4;
 
 impl Ring {
     pub fn new(targets: &[Weighted<'_>]) -> Ring {
+        Ring::with_points(targets, POINTS_PER_MAX_WEIGHT)
+    }
+
+    /// A ring where the heaviest target has `points_per_max_weight` points.
+    pub(super) fn with_points(targets: &[Weighted<'_>], points_per_max_weight: u64) -> Ring {
         let max_weight = targets.iter().map(|t| t.weight.max(1)).max().unwrap_or(1);
         let mut points: Vec<(u64, &str, u32)> = Vec::new();
         for (index, target) in targets.iter().enumerate() {
-            let count = (POINTS_PER_MAX_WEIGHT * u64::from(target.weight.max(1)))
+            let count = (points_per_max_weight * u64::from(target.weight.max(1)))
                 .div_ceil(u64::from(max_weight))
                 .max(1);
             points.extend((0..count).map(|i| {
@@ -82,6 +87,21 @@ impl Ring {
         );
         // Points of earlier buckets are below `key`, those of later ones above.
         from + self.points[from..to].partition_point(|&point| point < key)
+    }
+
+    /// The owner of each of `positions` (ascending), in one walk round the ring.
+    pub(super) fn owners_at(
+        &self,
+        positions: impl Iterator<Item = u64>,
+    ) -> impl Iterator<Item = u32> {
+        let mut point = 0;
+        positions.map(move |position| {
+            while point < self.points.len() && self.points[point] < position {
+                point += 1;
+            }
+            // Past the last point the ring wraps to the first.
+            self.owners[point % self.points.len()]
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -141,17 +141,13 @@ proptest! {
             let before = Balancer::new(policy, &weighted(&all[..n], &ones));
             let after = Balancer::new(policy, &weighted(&all, &ones));
             let (old, new) = (assignments(&before, &all[..n], &keys), assignments(&after, &all, &keys));
-            // Adding one target to n: about 1/(n+1) of the keys move. A maglev table of 65,537
-            // entries moves 1.0 to 1.3 times that up to 40 targets (more as n grows).
+            // Adding one target to n: about 1/(n+1) of the keys move, all of them to it.
             let share = moved(&old, &new) as f64 / keys.len() as f64;
             let ideal = 1.0 / (n + 1) as f64;
             prop_assert!(share > 0.5 * ideal && share < 1.6 * ideal,
                 "{policy:?}: {share:.4} of keys moved adding a target to {n}, ideal {ideal:.4}");
-            if policy == Policy::RingHash {
-                // On a ring every moved key moves to the new target (maglev shuffles a few more).
-                let to_new = old.iter().zip(&new).filter(|(a, b)| a != b && **b == all[n]).count();
-                prop_assert_eq!(to_new, moved(&old, &new), "keys moved between old targets");
-            }
+            let to_new = old.iter().zip(&new).filter(|(a, b)| a != b && **b == all[n]).count();
+            prop_assert_eq!(to_new, moved(&old, &new), "keys moved between old targets");
 
             // Removing it again restores every key (the structures depend only on the targets).
             let again = Balancer::new(policy, &weighted(&all[..n], &ones));
@@ -292,5 +288,59 @@ fn no_targets_no_pick() {
     ] {
         let balancer = Balancer::new(policy, &[]);
         assert_eq!(balancer.pick(&View::all(0), Some(1)), None);
+    }
+}
+
+/// At 3, 100 and 1,000 targets, adding one target or removing one moves about 1/N of the keys
+/// (within 40%: the ring's own spread of shares plus sampling), and only keys of the target
+/// that came or went.
+#[test]
+fn ring_hash_and_maglev_move_about_one_nth_of_keys_up_to_1000_targets() {
+    fastrand::seed(21);
+    let keys: Vec<u64> = (0..200_000).map(|_| fastrand::u64(..)).collect();
+    for n in [3usize, 100, 1000] {
+        let all = addresses(n + 1, 10);
+        let ones = vec![1; n + 1];
+        for policy in [Policy::RingHash, Policy::Maglev] {
+            let small = Balancer::new(policy, &weighted(&all[..n], &ones));
+            let large = Balancer::new(policy, &weighted(&all, &ones));
+            let (old, new) = (
+                assignments(&small, &all[..n], &keys),
+                assignments(&large, &all, &keys),
+            );
+            let share = moved(&old, &new) as f64 / keys.len() as f64;
+            let ratio = share * (n + 1) as f64;
+            assert!(
+                (0.6..1.4).contains(&ratio),
+                "{policy:?}: adding one to {n} targets moved {ratio:.2} × 1/N of the keys"
+            );
+            let to_new = old
+                .iter()
+                .zip(&new)
+                .filter(|(a, b)| a != b && **b == all[n])
+                .count();
+            assert_eq!(
+                to_new,
+                moved(&old, &new),
+                "{policy:?} at {n}: keys moved between old targets"
+            );
+
+            // Removing the first target instead: only its keys move.
+            let without_first = Balancer::new(policy, &weighted(&all[1..], &ones));
+            let rest = assignments(&without_first, &all[1..], &keys);
+            let all_keys = assignments(&large, &all, &keys);
+            let moved_away = moved(&all_keys, &rest);
+            let ratio = moved_away as f64 / keys.len() as f64 * (n + 1) as f64;
+            assert!(
+                (0.6..1.4).contains(&ratio),
+                "{policy:?}: removing one of {} targets moved {ratio:.2} × 1/N of the keys",
+                n + 1
+            );
+            let of_first = all_keys.iter().filter(|a| **a == all[0]).count();
+            assert_eq!(
+                moved_away, of_first,
+                "{policy:?} at {n}: keys of other targets moved"
+            );
+        }
     }
 }
