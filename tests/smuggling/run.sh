@@ -9,33 +9,8 @@ cd "$(dirname "$0")/../.."
 
 corpus=${HDG_TESTS:-$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/http_desync_guardian-*/tests 2>/dev/null | tail -n 1)}
 [ -d "$corpus" ] || { echo "http_desync_guardian's tests/ not found; set HDG_TESTS" >&2; exit 2; }
-if [ -z "${BIN:-}" ]; then
-    cargo build --quiet --bins
-    BIN=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-REST=$(free_port); GRPC=$(free_port); HTTP=$(free_port); ADMIN=$(free_port); TLS=$(free_port)
+. tests/planes.sh
 UP=$(free_port)
-work=$(mktemp -d)
-pids=()
-stop() {
-    if [ ${#pids[@]} -gt 0 ]; then
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        wait "${pids[@]}" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap stop EXIT
-
-wait_for() { # url, pid, log
-    for _ in $(seq 200); do
-        if curl -fsS "$1" >/dev/null 2>&1; then return 0; fi
-        kill -0 "$2" 2>/dev/null || { echo "process exited; log:" >&2; tail -n 20 "$3" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "timed out waiting for $1" >&2; tail -n 20 "$3" >&2; exit 1
-}
 
 # The upstream appends the x-case header of every request it sees to upstream.log.
 cat >"$work/upstream.py" <<'PY'
@@ -44,8 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 log = open(sys.argv[2], "a", buffering=1)
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    def handle_one_request(self):
-        super().handle_one_request()
     def do_any(self):
         log.write(f"{self.headers.get('x-case', '-')}\n")
         self.send_response(200)
@@ -60,19 +33,11 @@ PY
 python3 "$work/upstream.py" "$UP" "$work/upstream.log" 2>"$work/upstream.err" &
 pids+=($!)
 
-"$BIN/gateway-controlplane" --data-dir "$work/cp" --rest-listen "127.0.0.1:$REST" \
-    --grpc-listen "127.0.0.1:$GRPC" >"$work/cp.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:$REST/readyz" "${pids[1]}" "$work/cp.log"
-ctl() { "$BIN/gatewayctl" --server "http://127.0.0.1:$GRPC" "$@" >/dev/null; }
+start_controlplane
 ctl upstream create up --target "127.0.0.1:$UP"
 ctl route create all --path-prefix / --upstream up
 
-"$BIN/gateway-dataplane" --control-plane "http://127.0.0.1:$GRPC" --listen "127.0.0.1:$HTTP" \
-    --tls-listen "127.0.0.1:$TLS" --admin-listen "127.0.0.1:$ADMIN" --node-id smuggling \
-    --cache-dir "$work/cache" >"$work/dp.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:$ADMIN/readyz" "${pids[2]}" "$work/dp.log"
+start_dataplane smuggling
 for _ in $(seq 50); do
     curl -fsS "http://127.0.0.1:$HTTP/ready-check" >/dev/null 2>&1 && break
     sleep 0.1
