@@ -10,7 +10,9 @@
   Service links (they would inject GATEWAY_* variables);
 - a data plane's terminationGracePeriodSeconds exceeds its drain delay plus drain timeout;
 - a Deployment scaled by an autoscaler sets no replicas of its own;
-- every PodDisruptionBudget and Service selects some workload.
+- every PodDisruptionBudget and Service selects some workload, and a Service's named
+  targetPorts exist on the workloads it selects;
+- the data plane's Service exposes both its plain-HTTP and its TLS listener (http, https).
 
 Exits 1 and lists every problem found. Needs PyYAML (a dependency of kubernetes-validate).
 """
@@ -119,6 +121,10 @@ def main():
             problems.append(f"{name}: scaled by a HorizontalPodAutoscaler but sets spec.replicas")
 
     pod_labels = [w["spec"]["template"]["metadata"].get("labels", {}) for w in workloads]
+    pod_ports = [
+        {p["name"] for c in w["spec"]["template"]["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
+        for w in workloads
+    ]
     for pdb in by_kind.get("PodDisruptionBudget", []):
         selector = pdb["spec"].get("selector", {}).get("matchLabels", {})
         if not any(selects(selector, labels) for labels in pod_labels):
@@ -127,6 +133,24 @@ def main():
         selector = svc["spec"].get("selector", {})
         if not any(selects(selector, labels) for labels in pod_labels):
             problems.append(f'service/{svc["metadata"]["name"]}: selects no workload')
+        named = {
+            port
+            for labels, ports in zip(pod_labels, pod_ports)
+            if selects(selector, labels)
+            for port in ports
+        }
+        for port in svc["spec"].get("ports", []):
+            target = port.get("targetPort")
+            if isinstance(target, str) and target not in named:
+                problems.append(
+                    f'service/{svc["metadata"]["name"]}: targetPort {target} is no container port '
+                    "of the workloads it selects"
+                )
+        if svc["metadata"]["name"] == "gateway-dataplane":
+            exposed = {port.get("name") for port in svc["spec"].get("ports", [])}
+            for wanted in ["http", "https"]:
+                if wanted not in exposed:
+                    problems.append(f"service/gateway-dataplane: does not expose port {wanted}")
 
     for problem in problems:
         print(f"check-manifests: {problem}", file=sys.stderr)

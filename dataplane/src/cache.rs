@@ -11,6 +11,11 @@
 //! everything before it. Writes go to a temporary file that is fsynced, then renamed into place,
 //! then the directory is fsynced: a crash leaves either the old file or the new one, whole.
 //! A file that fails its checksum is skipped for the previous generation, never for nothing.
+//!
+//! A snapshot holds the TLS certificates' private keys, so the files are written owner-only
+//! (0600 on Unix), whatever the umask, and a temporary file left by an older version is made
+//! owner-only before it is reused. They are not encrypted: whoever can read them as the data
+//! plane's user can read its memory too.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -197,11 +202,14 @@ impl<'a> Reader<'a> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // `mode` applies only when the file is created: narrow a pre-existing one before writing.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
 }

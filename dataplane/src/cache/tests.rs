@@ -131,3 +131,28 @@ fn a_snapshot_whose_config_does_not_match_its_hash_is_rejected() {
     lying.hash = snapshot(1, "b").hash;
     assert!(decode(&encode(&lying)).unwrap_err().contains("hashes to"));
 }
+
+/// The snapshot holds private keys: both generations are readable by the owner only.
+#[cfg(unix)]
+#[test]
+fn files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let cache = SnapshotCache::new(&dir.0);
+    cache.store(&snapshot(1, "a")).unwrap();
+    // A temporary file left world-readable by an older version is narrowed, not reused as is.
+    fs::write(dir.0.join(".snapshot.pb.tmp"), b"left over").unwrap();
+    fs::set_permissions(
+        dir.0.join(".snapshot.pb.tmp"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    cache.store(&snapshot(2, "b")).unwrap();
+    for generation in [Generation::Current, Generation::Previous] {
+        let mode = fs::metadata(cache.path(generation))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{generation:?}");
+    }
+}

@@ -42,7 +42,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Why an HTTP/1.1 request's body framing is ambiguous, if it is: a message with both
 /// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3 lets a server reject it, and a proxy
 /// must, or the next hop may read another request boundary), or several `Content-Length`
-/// fields that disagree. hyper refuses the rest (obs-fold, invalid names, bad chunking).
+/// fields that disagree, or `chunked` applied more than once (in one `Transfer-Encoding` or
+/// across several). hyper refuses the rest (obs-fold, invalid names, bad chunking).
 pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
     let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if headers.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty() {
@@ -50,6 +51,17 @@ pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
     }
     if lengths.windows(2).any(|pair| pair[0] != pair[1]) {
         return Some("conflicting Content-Length values");
+    }
+    // hyper reads any list ending in chunked as chunked once; RFC 9112 §7 forbids applying it
+    // twice, and a next hop that honours the first of two `Transfer-Encoding` lines differs.
+    let chunked = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .filter(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count();
+    if chunked > 1 {
+        return Some("chunked applied more than once");
     }
     None
 }
@@ -175,6 +187,21 @@ mod tests {
         );
         assert_eq!(
             ambiguous_framing(&map(&[("transfer-encoding", "chunked")])),
+            None
+        );
+        assert_eq!(
+            ambiguous_framing(&map(&[("transfer-encoding", " chunked,chunked")])),
+            Some("chunked applied more than once")
+        );
+        assert_eq!(
+            ambiguous_framing(&map(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "Chunked")
+            ])),
+            Some("chunked applied more than once")
+        );
+        assert_eq!(
+            ambiguous_framing(&map(&[("transfer-encoding", "gzip, chunked")])),
             None
         );
     }
