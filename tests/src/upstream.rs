@@ -39,6 +39,8 @@ struct State {
     health_probes: AtomicU64,
     health_status: AtomicU16,
     delay_ms: AtomicU64,
+    /// Flipped to `true` by [`TestUpstream::kill`]: every open connection closes.
+    killed: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct TestUpstream {
@@ -50,9 +52,14 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Starts serving on `127.0.0.1:0`; every response body is `name`.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_at(name, "127.0.0.1:0".parse().expect("a socket address")).await
+    }
+
+    /// Starts serving on `addr` (an upstream coming back on the port of one that was killed).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("bind a test upstream on 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind a test upstream on {addr}: {e}"));
         let addr = listener
             .local_addr()
             .expect("local address of a bound listener");
@@ -62,6 +69,7 @@ impl TestUpstream {
             health_probes: AtomicU64::new(0),
             health_status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
+            killed: tokio::sync::watch::Sender::new(false),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&state)));
         TestUpstream {
@@ -110,6 +118,13 @@ impl TestUpstream {
         self.state.health_status.store(status, Ordering::SeqCst);
     }
 
+    /// Stops as a crashed process would: the listener closes (connections are refused) and
+    /// every open connection is dropped.
+    pub fn kill(self) {
+        self.state.killed.send_replace(true);
+        self.server.abort();
+    }
+
     /// Delay before answering ordinary requests (none by default).
     pub fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -134,12 +149,16 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         let state = Arc::clone(&state);
+        let mut killed = state.killed.subscribe();
         tokio::spawn(async move {
             let service = service_fn(move |request| respond(Arc::clone(&state), request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
             // A client hanging up mid-request is not the upstream's concern.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            tokio::select! {
+                _ = connection => {}
+                _ = killed.wait_for(|killed| *killed) => {}
+            }
         });
     }
 }

@@ -7,6 +7,7 @@ mod apply;
 mod auth;
 mod convergence;
 mod distribution;
+mod failover;
 mod lifecycle;
 mod observability;
 mod operations;
