@@ -1,8 +1,9 @@
 //! Rendering of command results as `-o table|wide|json|yaml`.
 //!
 //! Invariants: `json` is the proto3 JSON mapping of the message (or an array of them); `yaml` of a
-//! resource is an apply-file document (`kind:` first, then `api_version:` and the fields), so
-//! `gatewayctl route get x -o yaml > f && gatewayctl apply -f f` round-trips. Tables never carry
+//! resource, and `json` of one resource, is an apply-file document (`kind:` first, then
+//! `api_version:` and the fields), so `gatewayctl route get x -o yaml|json > f && gatewayctl
+//! apply -f f` round-trips. Tables never carry
 //! colour when stdout is not a terminal or `NO_COLOR` is set. Everything goes through [`emit`],
 //! which treats a closed pipe (`| head`) as a normal end rather than an error.
 
@@ -88,6 +89,7 @@ fn lines(items: impl Iterator<Item = String>) -> String {
 pub fn resource<R: Resource + Serialize + Row>(format: Format, item: &R) -> anyhow::Result<()> {
     match format {
         Format::Yaml => emit(&yaml(&document(item))?),
+        Format::Json => emit(&json(&document(item))?),
         Format::Name => emit(&lines(std::iter::once(resource_ref(item)))),
         _ => one(format, item),
     }

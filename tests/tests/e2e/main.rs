@@ -5,6 +5,7 @@
 
 mod apply;
 mod auth;
+mod cli_output;
 mod convergence;
 mod distribution;
 mod failover;
