@@ -64,6 +64,11 @@ struct Flags {
     #[arg(long, env = "GATEWAY_H2_KEEP_ALIVE", default_value = "20s", value_parser = humantime::parse_duration)]
     h2_keep_alive: Duration,
 
+    /// Proxy worker threads, each with its own single-threaded runtime, accepting on both proxy
+    /// listeners and keeping its own upstream connection pools [default: the available cores].
+    #[arg(long, env = "GATEWAY_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+
     /// An upgraded (WebSocket) connection through which no byte moves for this long is closed.
     #[arg(long, env = "GATEWAY_TUNNEL_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     tunnel_idle_timeout: Duration,
@@ -318,34 +323,29 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let (stop_proxy, proxy_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let proxy = Proxy::with_options(gateway.clone(), observers, flags.tunnel_idle_timeout);
+    let workers = flags.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let proxy = Proxy::with_workers(
+        gateway.clone(),
+        observers,
+        flags.tunnel_idle_timeout,
+        workers,
+    );
     let tls_config = tls::server_config(gateway.clone()).context("TLS listener")?;
-    let tls_task = tokio::spawn({
-        let (proxy, stopped, limits) = (proxy.clone(), proxy_stopped.clone(), limits.clone());
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-        async move {
-            proxy::serve_with(
-                serving.tls,
-                proxy,
-                stopped,
-                flags.drain_timeout,
-                &limits,
-                Some(acceptor),
-            )
-            .await;
-        }
-    });
-    let proxy_task = tokio::spawn(async move {
-        proxy::serve_with(
-            serving.proxy,
+    let workers_done = spawn_workers(
+        workers,
+        &Worker {
             proxy,
-            proxy_stopped,
-            flags.drain_timeout,
-            &limits,
-            None,
-        )
-        .await;
-    });
+            plain: serving.proxy.into_std().context("proxy listener")?,
+            tls: serving.tls.into_std().context("TLS listener")?,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls_config),
+            stopped: proxy_stopped,
+            limits,
+            drain_timeout: flags.drain_timeout,
+        },
+    )?;
     let admin_task = tokio::spawn(admin::serve(serving.admin, gateway.clone(), admin_stopped));
 
     let switches = Switches {
@@ -364,8 +364,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         &switches,
     )
     .await;
-    let _ = proxy_task.await;
-    let _ = tls_task.await;
+    for done in workers_done {
+        let _ = done.await;
+    }
     // The admin listener outlives the proxy's drain, so probes see "draining", not a refusal.
     let _ = switches.stop_admin.send(true);
     discovery_task.abort();
@@ -376,6 +377,86 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// What every proxy worker serves with.
+struct Worker {
+    proxy: Arc<Proxy>,
+    plain: std::net::TcpListener,
+    tls: std::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stopped: watch::Receiver<bool>,
+    limits: ServerLimits,
+    drain_timeout: Duration,
+}
+
+/// Starts `count` proxy workers: threads with a single-threaded runtime each, accepting on
+/// duplicates of both proxy listeners (the kernel spreads connections over them), so a
+/// connection, its requests and their upstream connections stay on one thread. Each returned
+/// receiver resolves when its worker has drained.
+fn spawn_workers(
+    count: usize,
+    worker: &Worker,
+) -> anyhow::Result<Vec<tokio::sync::oneshot::Receiver<()>>> {
+    let mut done = Vec::with_capacity(count);
+    for index in 0..count {
+        let plain = worker
+            .plain
+            .try_clone()
+            .context("duplicating the proxy listener")?;
+        let tls = worker
+            .tls
+            .try_clone()
+            .context("duplicating the TLS listener")?;
+        let proxy = Arc::clone(&worker.proxy);
+        let acceptor = worker.acceptor.clone();
+        let stopped = worker.stopped.clone();
+        let limits = worker.limits.clone();
+        let drain_timeout = worker.drain_timeout;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a proxy worker's runtime")?;
+        let (finished, finished_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("proxy-worker-{index}"))
+            .spawn(move || {
+                proxy::enter_worker(index);
+                runtime.block_on(async move {
+                    let listeners = tokio::net::TcpListener::from_std(plain)
+                        .and_then(|plain| Ok((plain, tokio::net::TcpListener::from_std(tls)?)));
+                    let (plain, tls) = match listeners {
+                        Ok(listeners) => listeners,
+                        Err(error) => {
+                            tracing::error!(%error, worker = index, "proxy worker cannot listen");
+                            return;
+                        }
+                    };
+                    tokio::join!(
+                        proxy::serve_with(
+                            plain,
+                            Arc::clone(&proxy),
+                            stopped.clone(),
+                            drain_timeout,
+                            &limits,
+                            None,
+                        ),
+                        proxy::serve_with(
+                            tls,
+                            proxy,
+                            stopped,
+                            drain_timeout,
+                            &limits,
+                            Some(acceptor)
+                        ),
+                    );
+                });
+                let _ = finished.send(());
+            })
+            .context("starting a proxy worker thread")?;
+        done.push(finished_rx);
+    }
+    Ok(done)
 }
 
 /// Longest a successor waits for a config, and then for the listeners.

@@ -65,7 +65,7 @@ impl Proxy {
         };
         rewrite(&mut parts, call, route);
         let connect_timeout = route.connect_timeout.unwrap_or(upstream.connect_timeout);
-        let http = self.clients.get(upstream, connect_timeout, call.grpc);
+        let http = self.clients().get(upstream, connect_timeout, call.grpc);
 
         let mut tried = Tried::default();
         let mut retries = 0;

@@ -23,6 +23,7 @@ mod response;
 mod server;
 mod tunnel;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,9 +58,22 @@ pub struct Downstream {
     pub tls: bool,
 }
 
+thread_local! {
+    /// The proxy worker this thread is, set by [`enter_worker`]; 0 on any other thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as proxy worker `index` (0-based, below the `workers` the
+/// [`Proxy`] was made for): its requests use that worker's own upstream connection pools, so a
+/// request, its upstream connection and that connection's task stay on this thread.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
 pub struct Proxy {
     gateway: Arc<Gateway>,
-    clients: UpstreamClients,
+    /// One set of pooled clients per worker thread; connections never cross workers.
+    clients: Box<[UpstreamClients]>,
     observers: Observers,
     /// How long an upgraded (WebSocket) connection may pass no byte either way.
     tunnel_idle_timeout: Duration,
@@ -81,13 +95,32 @@ impl Proxy {
         observers: Observers,
         tunnel_idle_timeout: Duration,
     ) -> Arc<Proxy> {
-        let connections = Arc::clone(&gateway.metrics().connections);
+        Proxy::with_workers(gateway, observers, tunnel_idle_timeout, 1)
+    }
+
+    /// For `workers` worker threads (see [`enter_worker`]), each with its own upstream pools.
+    pub fn with_workers(
+        gateway: Arc<Gateway>,
+        observers: Observers,
+        tunnel_idle_timeout: Duration,
+        workers: usize,
+    ) -> Arc<Proxy> {
+        let connections = &gateway.metrics().connections;
+        let clients = (0..workers.max(1))
+            .map(|_| UpstreamClients::counting_in(Arc::clone(connections)))
+            .collect();
         Arc::new(Proxy {
             gateway,
-            clients: UpstreamClients::counting_in(connections),
+            clients,
             observers,
             tunnel_idle_timeout,
         })
+    }
+
+    /// The calling worker's upstream clients.
+    fn clients(&self) -> &UpstreamClients {
+        let worker = WORKER.with(Cell::get);
+        &self.clients[worker.min(self.clients.len() - 1)]
     }
 
     /// Serves one request that arrived in plain HTTP; failures are already responses.
