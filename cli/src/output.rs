@@ -1,9 +1,9 @@
 //! Rendering of command results as `-o table|wide|json|yaml`.
 //!
-//! Invariants: `json` is the proto3 JSON mapping of the message (or an array of them); `yaml` of a
-//! resource, and `json` of one resource, is an apply-file document (`kind:` first, then
-//! `api_version:` and the fields), so `gatewayctl route get x -o yaml|json > f && gatewayctl
-//! apply -f f` round-trips. Tables never carry
+//! Invariants: `json` is the proto3 JSON mapping of the message (or an array of them); `yaml` of
+//! resources, and `json` of one resource, are apply-file documents (`kind:` first, then
+//! `api_version:` and the fields), and `json` of a list is an array of them, so `gatewayctl route
+//! get x -o yaml|json > f && gatewayctl apply -f f` round-trips, and so does `list`. Tables never carry
 //! colour when stdout is not a terminal or `NO_COLOR` is set. Everything goes through [`emit`],
 //! which treats a closed pipe (`| head`) as a normal end rather than an error.
 
@@ -71,6 +71,8 @@ pub fn resources<R: Resource + Serialize + Row>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Yaml => emit(&yaml_resources(items)?),
+        // An array of apply documents: `apply -f` takes it as it takes the YAML stream.
+        Format::Json => emit(&json(&items.iter().map(document).collect::<Vec<_>>())?),
         Format::Name => emit(&lines(items.iter().map(|r| resource_ref(r)))),
         _ => rows(format, items, noun),
     }

@@ -45,7 +45,8 @@
 //! (`proto/gateway/v1/resources.proto`) in the proto3 JSON mapping with snake_case names: exactly
 //! what `gatewayctl <noun> get NAME -o yaml` prints, so its output can be applied as is. Durations
 //! are whole milliseconds (`*_ms`), enums are their full names, omitted fields take their zero
-//! value, and an unknown field is an error. Empty documents are skipped and not counted.
+//! value, and an unknown field is an error. Empty documents are skipped and not counted. A
+//! document may also be a sequence of such documents (a JSON array, what `list -o json` prints).
 //!
 //! `-f -` reads standard input; `-f DIR` reads every `*.yaml` and `*.yml` file directly inside
 //! DIR, in name order; `-f` may be repeated. All documents of all files are sent as one `Apply`:
@@ -308,11 +309,23 @@ pub fn parse_sources(sources: &[Source]) -> Result<Config, Vec<String>> {
                 document: index + 1,
                 what: None,
             };
-            let result = document
-                .map_err(|e| yaml_error(&e))
-                .and_then(|value| parse_document(value, &mut origin, &mut config, &mut seen));
-            if let Err(message) = result {
-                errors.push(origin.error(message));
+            let value = match document {
+                Ok(value) => value,
+                Err(e) => {
+                    errors.push(origin.error(yaml_error(&e)));
+                    continue;
+                }
+            };
+            // A sequence of documents (what `list -o json` prints) counts as its items.
+            let items = match value {
+                Value::Array(items) => items,
+                value => vec![value],
+            };
+            for item in items {
+                origin.what = None;
+                if let Err(message) = parse_document(item, &mut origin, &mut config, &mut seen) {
+                    errors.push(origin.error(message));
+                }
             }
         }
     }

@@ -140,13 +140,23 @@ async fn json_and_yaml_outputs_are_what_apply_takes() {
             cp.ctl(&["apply", "-f", file]).await.assert_success();
         }
     }
-    // A list in YAML is a stream of documents (a list in JSON is an array of messages, which
-    // apply does not take).
-    let printed = cp.ctl(&["upstream", "list", "-o", "yaml"]).await;
-    let file = cp.write_file("upstreams.yaml", &printed.stdout);
-    cp.ctl(&["apply", "-f", file.to_str().expect("temp paths are UTF-8")])
-        .await
-        .assert_success();
+    // A list in YAML is a stream of documents, in JSON an array of them: apply takes both.
+    for output in ["yaml", "json"] {
+        let printed = cp.ctl(&["upstream", "list", "-o", output]).await;
+        printed.assert_success();
+        let file = cp.write_file(&format!("upstreams.{output}"), &printed.stdout);
+        let file = file.to_str().expect("temp paths are UTF-8");
+        let diff = cp.ctl(&["diff", "-f", file]).await;
+        assert_eq!(
+            diff.status.code(),
+            Some(0),
+            "`upstream list -o {output}` is not what apply takes back:\n{}\n{}{}",
+            printed.stdout,
+            diff.stdout,
+            diff.stderr
+        );
+        cp.ctl(&["apply", "-f", file]).await.assert_success();
+    }
     assert_eq!(
         cp.version().await,
         before,

@@ -209,11 +209,14 @@ fn bad_yaml_names_file_and_document() {
 
 #[test]
 fn a_document_that_is_not_a_mapping_is_an_error() {
-    let errors = parse_err("- kind: Upstream\n");
-    assert!(
-        errors[0].starts_with("gateway.yaml: document 1: expected a mapping"),
-        "{errors:?}"
-    );
+    // A sequence is a list of documents (see below); its items must be mappings too.
+    for text in ["just text\n", "- 1\n"] {
+        let errors = parse_err(text);
+        assert!(
+            errors[0].starts_with("gateway.yaml: document 1: expected a mapping"),
+            "{text:?}: {errors:?}"
+        );
+    }
 }
 
 #[test]
@@ -445,4 +448,23 @@ fn exported_config_is_ordered_and_round_trips_through_apply() {
 #[test]
 fn an_empty_config_exports_as_nothing() {
     assert_eq!(output::yaml_config(&Config::default()).unwrap(), "");
+}
+
+/// `list -o json` prints a JSON array of apply documents; applying it reads each item.
+#[test]
+fn a_json_array_of_documents_is_its_items() {
+    let config = parse(
+        r#"[{"kind": "Upstream", "name": "a", "targets": [{"address": "10.0.0.1:80"}]},
+            {"kind": "Upstream", "api_version": "gateway/v1", "name": "b"}]"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let errors = parse_err(r#"[{"kind": "Upstream", "name": "a"}, {"kind": "Nope"}]"#);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("gateway.yaml: document 1"),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("unknown kind"), "{errors:?}");
 }
