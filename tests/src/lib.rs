@@ -27,5 +27,5 @@ pub use json::{u64_field, violation_fields};
 pub use otlp::{CollectedSpan, OtlpCollector};
 pub use process::{ControlPlane, DataPlane, Gateway, binary_path, free_port};
 pub use sim::SimDataPlane;
-pub use upstream::{SeenRequest, TestUpstream, dead_address};
+pub use upstream::{HEALTH_PATH, SeenRequest, TestUpstream, dead_address};
 pub use wait::{eventually, poll_until};

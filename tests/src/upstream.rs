@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 upstream: it answers with its own name, records what it received, and can be
-//! made slow or unhealthy. Requests to `/healthz` are health probes and are kept apart.
+//! made slow, unhealthy or failing. Requests to `/healthz` are health probes and are kept apart.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +38,8 @@ struct State {
     seen: Mutex<Vec<SeenRequest>>,
     health_probes: AtomicU64,
     health_status: AtomicU16,
+    health_delay_ms: AtomicU64,
+    status: AtomicU16,
     delay_ms: AtomicU64,
     /// Flipped to `true` by [`TestUpstream::kill`]: every open connection closes.
     killed: tokio::sync::watch::Sender<bool>,
@@ -68,6 +70,8 @@ impl TestUpstream {
             seen: Mutex::new(Vec::new()),
             health_probes: AtomicU64::new(0),
             health_status: AtomicU16::new(200),
+            health_delay_ms: AtomicU64::new(0),
+            status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             killed: tokio::sync::watch::Sender::new(false),
         });
@@ -118,6 +122,19 @@ impl TestUpstream {
         self.state.health_status.store(status, Ordering::SeqCst);
     }
 
+    /// Delay before answering health probes (none by default): probes with a shorter timeout
+    /// time out.
+    pub fn set_health_delay(&self, delay: Duration) {
+        self.state
+            .health_delay_ms
+            .store(millis(delay), Ordering::SeqCst);
+    }
+
+    /// Status answered to ordinary requests (200 by default), as a failing application would.
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
     /// Stops as a crashed process would: the listener closes (connections are refused) and
     /// every open connection is dropped.
     pub fn kill(self) {
@@ -127,9 +144,12 @@ impl TestUpstream {
 
     /// Delay before answering ordinary requests (none by default).
     pub fn set_delay(&self, delay: Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.state.delay_ms.store(ms, Ordering::SeqCst);
+        self.state.delay_ms.store(millis(delay), Ordering::SeqCst);
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Drop for TestUpstream {
@@ -170,9 +190,8 @@ async fn respond(
     let path = request.uri().path().to_owned();
     if path == HEALTH_PATH {
         state.health_probes.fetch_add(1, Ordering::SeqCst);
-        let status = StatusCode::from_u16(state.health_status.load(Ordering::SeqCst))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return Ok(reply(&state.name, status, None));
+        sleep_ms(state.health_delay_ms.load(Ordering::SeqCst)).await;
+        return Ok(reply(&state.name, status(&state.health_status), None));
     }
     let seen = SeenRequest {
         method: request.method().clone(),
@@ -186,11 +205,19 @@ async fn respond(
     if let Ok(mut all) = state.seen.lock() {
         all.push(seen);
     }
-    let delay = state.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    sleep_ms(state.delay_ms.load(Ordering::SeqCst)).await;
+    Ok(reply(&state.name, status(&state.status), echo))
+}
+
+fn status(setting: &AtomicU16) -> StatusCode {
+    StatusCode::from_u16(setting.load(Ordering::SeqCst))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn sleep_ms(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    Ok(reply(&state.name, StatusCode::OK, echo))
 }
 
 fn reply(name: &str, status: StatusCode, echo: Option<HeaderValue>) -> Response<Full<Bytes>> {

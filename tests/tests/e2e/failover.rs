@@ -7,55 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use gateway_tests::{ControlPlane, Gateway, TestUpstream, eventually, send_get};
 use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::{SOON, route_json, upstream_json};
+use crate::{SOON, TargetView, health_check_json, route_json, upstream_json, wait_target};
 
-/// Each data plane's view of `address` in `/v1/upstreams/{upstream}/health`: node id to the
-/// target's health (`healthy`, `ejected`, `reason`, `since`).
-async fn views(cp: &ControlPlane, upstream: &str, address: &str) -> Vec<(String, Value)> {
-    let health = cp
-        .get_json(&format!("/v1/upstreams/{upstream}/health"))
-        .await;
-    health["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["health"]["address"] == address)
-        .map(|t| {
-            (
-                t["node_id"].as_str().unwrap_or_default().to_owned(),
-                t["health"].clone(),
-            )
-        })
-        .collect()
+/// Waits until both data planes see `address` of `web` as `healthy` (or not).
+async fn wait_health(cp: &ControlPlane, address: &str, healthy: bool) -> Vec<TargetView> {
+    let state = if healthy { "healthy" } else { "unhealthy" };
+    wait_target(cp, "web", address, &NODES, state, |v| v.healthy == healthy).await
 }
 
-/// Waits until every one of `nodes` reports `address` with `healthy`, and returns the views.
-async fn wait_health(
-    cp: &ControlPlane,
-    address: &str,
-    nodes: &[&str],
-    healthy: bool,
-) -> Vec<(String, Value)> {
-    eventually(SOON, || async {
-        let views = views(cp, "web", address).await;
-        for node in nodes {
-            let view = views
-                .iter()
-                .find(|(n, _)| n == node)
-                .with_context(|| format!("{node} has not reported {address}: {views:?}"))?;
-            let is_healthy = view.1["healthy"].as_bool().unwrap_or(false);
-            ensure!(is_healthy == healthy, "{node} sees {address} as {}", view.1);
-        }
-        Ok(views)
-    })
-    .await
-}
+const NODES: [&str; 2] = ["dp-1", "dp-2"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_dies_under_load_costs_no_request_and_both_data_planes_report_it() {
@@ -65,17 +31,11 @@ async fn a_target_that_dies_under_load_costs_no_request_and_both_data_planes_rep
         TestUpstream::start("b").await,
         TestUpstream::start("c").await,
     );
+    let interval = Duration::from_millis(200);
     gw.cp
         .create(
             "health-checks",
-            json!({
-                "name": "hc",
-                "http": { "path": "/healthz" },
-                "interval_ms": 200,
-                "timeout_ms": 200,
-                "healthy_threshold": 1,
-                "unhealthy_threshold": 2,
-            }),
+            health_check_json("hc", interval, interval, 1, 2),
         )
         .await;
     let mut upstream = upstream_json(
@@ -88,9 +48,8 @@ async fn a_target_that_dies_under_load_costs_no_request_and_both_data_planes_rep
     route["retry"] = json!({ "attempts": 2, "budget_percent": 100 });
     gw.cp.create("routes", route).await;
     gw.converge().await;
-    let nodes = ["dp-1", "dp-2"];
     for target in [&a, &b, &c] {
-        wait_health(&gw.cp, &target.address(), &nodes, true).await;
+        wait_health(&gw.cp, &target.address(), true).await;
     }
 
     // Steady traffic through the first data plane, a fresh connection per request.
@@ -123,21 +82,15 @@ async fn a_target_that_dies_under_load_costs_no_request_and_both_data_planes_rep
 
     let (b_address, b_addr) = (b.address(), b.addr());
     b.kill();
-    let views = wait_health(&gw.cp, &b_address, &nodes, false).await;
-    for (node, view) in &views {
-        let reason = view["reason"].as_str().unwrap_or_default();
-        assert!(!reason.is_empty(), "{node} gives no reason: {view}");
-        assert!(
-            !view["since"].as_str().unwrap_or_default().is_empty(),
-            "{node} gives no since: {view}"
-        );
+    for view in wait_health(&gw.cp, &b_address, false).await {
+        assert!(!view.reason.is_empty(), "no reason: {view:?}");
     }
     for target in [&a, &c] {
-        wait_health(&gw.cp, &target.address(), &nodes, true).await;
+        wait_health(&gw.cp, &target.address(), true).await;
     }
     let table = gw.cp.ctl(&["upstream", "health", "web"]).await;
     table.assert_success();
-    for node in nodes {
+    for node in NODES {
         let line = table
             .stdout
             .lines()
@@ -148,7 +101,7 @@ async fn a_target_that_dies_under_load_costs_no_request_and_both_data_planes_rep
 
     // It comes back on the same port and both data planes see it healthy again.
     let b = TestUpstream::start_at("b", b_addr).await;
-    wait_health(&gw.cp, &b_address, &nodes, true).await;
+    wait_health(&gw.cp, &b_address, true).await;
     eventually(SOON, || async {
         ensure!(b.request_count() > 0, "no traffic to b since it came back");
         Ok(())

@@ -7,7 +7,7 @@ use gateway_tests::{Gateway, TestUpstream, dead_address};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::{ROUTE_CHANGE, SOON, route_json, route_to, upstream_json};
+use crate::{ROUTE_CHANGE, SOON, health_check_json, route_json, route_to, upstream_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_reach_both_targets_in_turn() {
@@ -179,17 +179,11 @@ async fn an_unhealthy_target_gets_no_traffic_until_it_recovers() {
         TestUpstream::start("upstream-a").await,
         TestUpstream::start("upstream-b").await,
     );
+    let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(100));
     gw.cp
         .create(
             "health-checks",
-            json!({
-                "name": "hc",
-                "http": { "path": "/healthz" },
-                "interval_ms": 200,
-                "timeout_ms": 100,
-                "healthy_threshold": 1,
-                "unhealthy_threshold": 1,
-            }),
+            health_check_json("hc", interval, timeout, 1, 1),
         )
         .await;
     let mut upstream = upstream_json("web", &[(a.address(), 1), (b.address(), 1)]);
