@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -11,10 +12,13 @@ use http_body_util::{Either, Full};
 use super::ProxyBody;
 use super::client::TlsHandshakeError;
 use super::grpc::{self, Code};
-use crate::table::{NoTarget, UpstreamPool};
+use crate::table::{DEFAULT_RETRY_AFTER, NoTarget, UpstreamPool};
 use crate::telemetry::LocalReason;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// `Retry-After` before a data plane has its first config: it normally arrives within a second.
+const NOT_READY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Which side of the proxy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +52,7 @@ pub enum ProxyError {
     #[error("no target of upstream {upstream:?} is healthy")]
     AllUnhealthy {
         upstream: String,
-        retry_after: std::time::Duration,
+        retry_after: Duration,
     },
     #[error("cannot build the upstream request: {0}")]
     BadRequest(#[source] BoxError),
@@ -64,9 +68,9 @@ pub enum ProxyError {
     #[error("TLS with the target failed")]
     UpstreamTls(#[source] BoxError),
     #[error("no response headers within {0:?}")]
-    ResponseTimeout(std::time::Duration),
+    ResponseTimeout(Duration),
     #[error("no response headers within the per-try timeout ({0:?})")]
-    PerTryTimeout(std::time::Duration),
+    PerTryTimeout(Duration),
     #[error("reading the request body failed")]
     ClientBody(#[source] BoxError),
     /// A bug: a state the proxy should never reach.
@@ -200,9 +204,17 @@ impl ProxyError {
             ProxyError::NoRoute { host, path } => {
                 serde_json::json!({ "error": "no route", "host": host, "path": path })
             }
-            ProxyError::NotReady => serde_json::json!({ "error": "not ready" }),
+            ProxyError::NotReady => serde_json::json!({
+                "error": "not ready",
+                "message": "this gateway has not received its configuration yet; retry shortly",
+                "retry_after_seconds": NOT_READY_RETRY_AFTER.as_secs(),
+            }),
             ProxyError::Internal(_) => serde_json::json!({ "error": "internal error" }),
-            ProxyError::NoTargets { .. } => serde_json::json!({ "error": "no targets" }),
+            ProxyError::NoTargets { .. } => serde_json::json!({
+                "error": "no targets",
+                "message": "this service has no targets (none configured, or its host names resolve to no address); retry later",
+                "retry_after_seconds": DEFAULT_RETRY_AFTER.as_secs(),
+            }),
             ProxyError::AllUnhealthy { retry_after, .. } => serde_json::json!({
                 "error": "no healthy targets",
                 "message": "every target of this service is failing its health checks or ejected; retry later",
@@ -232,13 +244,23 @@ impl ProxyError {
             | ProxyError::PerTryTimeout(_) => serde_json::json!({ "error": "gateway timeout" }),
         };
         let mut response = json_response(status, &body);
-        if let ProxyError::AllUnhealthy { retry_after, .. } = self {
+        if let Some(retry_after) = self.retry_after() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs()),
             );
         }
         response
+    }
+
+    /// When a client may try again, for the 503s the gateway answers itself.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::NotReady => Some(NOT_READY_RETRY_AFTER),
+            ProxyError::NoTargets { .. } => Some(DEFAULT_RETRY_AFTER),
+            ProxyError::AllUnhealthy { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 
@@ -301,10 +323,7 @@ mod tests {
             ),
             (ProxyError::ConnectFailed("refused".into()), "14"),
             (ProxyError::UpstreamTls("unknown issuer".into()), "14"),
-            (
-                ProxyError::ResponseTimeout(std::time::Duration::from_secs(1)),
-                "4",
-            ),
+            (ProxyError::ResponseTimeout(Duration::from_secs(1)), "4"),
         ];
         for (error, code) in cases {
             let response = error.into_response_for(true);
@@ -335,7 +354,7 @@ mod tests {
             (
                 ProxyError::AllUnhealthy {
                     upstream: "u".into(),
-                    retry_after: std::time::Duration::from_secs(3),
+                    retry_after: Duration::from_secs(3),
                 },
                 503,
                 Side::Upstream,
@@ -351,7 +370,7 @@ mod tests {
                 Side::Upstream,
             ),
             (
-                ProxyError::ResponseTimeout(std::time::Duration::from_secs(1)),
+                ProxyError::ResponseTimeout(Duration::from_secs(1)),
                 504,
                 Side::Upstream,
             ),
@@ -361,7 +380,7 @@ mod tests {
                 Side::Upstream,
             ),
             (
-                ProxyError::PerTryTimeout(std::time::Duration::from_secs(1)),
+                ProxyError::PerTryTimeout(Duration::from_secs(1)),
                 504,
                 Side::Upstream,
             ),
@@ -381,6 +400,11 @@ mod tests {
             let response = error.into_response();
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                status == 503,
+                "every 503 the gateway answers itself says when to retry, nothing else does"
+            );
         }
     }
 
@@ -388,7 +412,7 @@ mod tests {
     fn all_unhealthy_says_when_to_retry() {
         let response = ProxyError::AllUnhealthy {
             upstream: "u".into(),
-            retry_after: std::time::Duration::from_secs(3),
+            retry_after: Duration::from_secs(3),
         }
         .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -143,6 +143,42 @@ fn round_robin_position_survives_an_unrelated_change() {
 }
 
 #[test]
+fn requests_in_flight_and_health_survive_an_unrelated_change() {
+    let carried = crate::state::CarriedState::default();
+    let mut first = compile(&sample()).unwrap();
+    carried.adopt(&mut first);
+    let (_, api) = first.find("api.example.com", "/", &Method::GET).unwrap();
+    let in_flight = api.targets[1].state.start_request();
+    api.targets[0].state.record_check(false, "status 500");
+    let health = api.targets[0].state.health();
+
+    let mut changed = sample();
+    changed.routes[1].priority = 5;
+    changed.upstreams[1].targets[0].weight = 2;
+    let mut second = compile(&changed).unwrap();
+    carried.adopt(&mut second);
+    let (_, api) = second.find("api.example.com", "/", &Method::GET).unwrap();
+    assert_eq!(api.targets[1].state.in_flight(), 1);
+    assert_eq!(
+        api.targets[0].state.health(),
+        health,
+        "reason and since too"
+    );
+    assert_eq!(next(api), "10.0.0.2:80");
+    drop(in_flight);
+    assert_eq!(api.targets[1].state.in_flight(), 0, "ends in the new table");
+
+    // A target that leaves and comes back starts afresh.
+    let mut without = sample();
+    without.upstreams[0].targets.remove(0);
+    carried.adopt(&mut compile(&without).unwrap());
+    let mut third = compile(&changed).unwrap();
+    carried.adopt(&mut third);
+    let (_, api) = third.find("api.example.com", "/", &Method::GET).unwrap();
+    assert!(api.targets[0].is_usable());
+}
+
+#[test]
 fn unusable_targets_are_skipped_and_none_usable_means_none() {
     let table = compile(&sample()).unwrap();
     let (_, api) = table.find("api.example.com", "/", &Method::GET).unwrap();

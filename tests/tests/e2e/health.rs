@@ -232,6 +232,30 @@ async fn a_target_that_comes_back_is_healthy_again_and_takes_traffic() {
         line.contains("unhealthy") && line.contains("connection refused"),
         "{line}"
     );
+    // An unrelated change forgets nothing: b stays out, with the same reason and since.
+    let down = target_views(&gw.cp, "web", &b_target).await.unwrap();
+    ctl(
+        &gw.cp,
+        &[
+            "route",
+            "create",
+            "other",
+            "--host",
+            "other.local",
+            "--path-prefix",
+            "/",
+            "--upstream",
+            "web",
+        ],
+    )
+    .await;
+    gw.converge().await;
+    let after = target_views(&gw.cp, "web", &b_target).await.unwrap();
+    assert_eq!(
+        (after[0].healthy, &after[0].reason, after[0].since),
+        (down[0].healthy, &down[0].reason, down[0].since),
+        "an unrelated route changed what dp-1 knows of b"
+    );
     // Only a takes traffic now.
     for (status, body) in bodies(gw.dp(), "back.local", 6).await {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
