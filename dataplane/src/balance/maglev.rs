@@ -7,14 +7,15 @@
 //! (measured: 1.6 times 1/N at 100 targets and 6.5 times at 1,000 with 100 entries per
 //! target, still 2.8 times at 1,000 with 1,000 per target). Instead entry `i` belongs to the
 //! owner of the position `i / size` of the way round a ring of weighted points (see
-//! [`Ring`]), so adding a target moves exactly the entries its points take: about 1/N. The ring
-//! has more points per target than the ring-hash policy's ([`POINTS_PER_MAX_WEIGHT`]), so
-//! shares follow weights within a few percent; the ring is dropped once the table is built.
+//! [`super::ring`]), so adding a target moves exactly the entries its points take: about 1/N.
+//! The ring has more points per target than the ring-hash policy's ([`points_per_max_weight`]),
+//! so shares follow weights within a few percent; only its sorted `(hash, target)` pairs are
+//! built, walked once and dropped.
 //!
 //! A key whose entry holds an unusable target is re-hashed a few times before falling back to a
 //! scan, so keys of usable targets never move when another target fails.
 
-use super::ring::Ring;
+use super::ring::sorted_points;
 use super::{Candidates, Weighted};
 
 /// The smallest table: the first prime above 2^16, at least 100 entries per target up to 655.
@@ -23,10 +24,12 @@ pub const MIN_TABLE_SIZE: u64 = 65_537;
 const ENTRIES_PER_TARGET: u64 = 100;
 /// Re-hashes of a key whose target is unusable, before the scan.
 const REHASHES: u64 = 8;
-/// Ring points of the heaviest target: a share is then within about 3% of its weight's (one
-/// standard deviation; the ring-hash policy's 160 points give about 8%). Building the table
-/// hashes and sorts targets × 1,024 points, once per config.
+/// Ring points of the heaviest target up to 655 targets: a share is then within about 3% of
+/// its weight's (one standard deviation; the ring-hash policy's 160 points give about 8%).
+/// Halved at each doubling of the table (see [`points_per_max_weight`]).
 pub const POINTS_PER_MAX_WEIGHT: u64 = 1024;
+/// The fewest ring points of the heaviest target, however many targets.
+const MIN_POINTS_PER_MAX_WEIGHT: u64 = 64;
 
 #[derive(Debug, Clone)]
 pub struct Maglev {
@@ -42,12 +45,20 @@ impl Maglev {
             };
         }
         let size = table_size(targets.len());
-        // A fixed count: were it to follow the number of targets, one target more would move
-        // every target's points.
-        let ring = Ring::with_points(targets, POINTS_PER_MAX_WEIGHT);
-        // Entry `i` sits at `i × 2^64 / size` on the ring.
+        let points = sorted_points(targets, points_per_max_weight(targets.len()));
+        // Entry `i` sits at `i × 2^64 / size` on the ring and belongs to the owner of the first
+        // point at or after it (past the last point, the ring wraps to the first).
         let step = u64::MAX / size;
-        let table: Vec<u32> = ring.owners_at((0..size).map(|i| i * step)).collect();
+        let mut next = 0;
+        let table: Vec<u32> = (0..size)
+            .map(|i| {
+                let position = i * step;
+                while next < points.len() && points[next].0 < position {
+                    next += 1;
+                }
+                points[next % points.len()].1
+            })
+            .collect();
         Maglev {
             table: table.into_boxed_slice(),
         }
@@ -89,12 +100,29 @@ fn mix(key: u64, attempt: u64) -> u64 {
 /// this ladder, not from `100 × targets` itself: a table of another size shares nothing with
 /// the old one, so one target more would move every key.
 fn table_size(targets: usize) -> u64 {
+    next_prime((MIN_TABLE_SIZE - 1) << doublings(targets))
+}
+
+/// [`POINTS_PER_MAX_WEIGHT`], halved at each doubling of the table: past the first step every
+/// target has 100 to 200 entries, and points much denser than entries only cost build time
+/// (sorting targets × points is what building a table costs). Like the size, the count follows
+/// the ladder, never the exact number of targets: were it to, one target more would move every
+/// target's points. So keys move more than 1/N only where the size changes anyway.
+fn points_per_max_weight(targets: usize) -> u64 {
+    (POINTS_PER_MAX_WEIGHT >> doublings(targets)).max(MIN_POINTS_PER_MAX_WEIGHT)
+}
+
+/// The step of the ladder `targets` falls on: how many times the smallest table doubles to
+/// hold at least 100 entries per target.
+fn doublings(targets: usize) -> u32 {
     let wanted = ENTRIES_PER_TARGET.saturating_mul(targets as u64);
     let mut base = MIN_TABLE_SIZE - 1;
+    let mut doublings = 0;
     while base < wanted {
         base *= 2;
+        doublings += 1;
     }
-    next_prime(base)
+    doublings
 }
 
 /// The smallest prime at or above `n` (trial division: runs once per config).
@@ -138,6 +166,10 @@ mod tests {
             table_size(1000),
             "one target more keeps the size"
         );
+        assert_eq!(points_per_max_weight(655), POINTS_PER_MAX_WEIGHT);
+        assert_eq!(points_per_max_weight(1000), POINTS_PER_MAX_WEIGHT / 2);
+        assert_eq!(points_per_max_weight(1001), points_per_max_weight(1000));
+        assert_eq!(points_per_max_weight(1_000_000), MIN_POINTS_PER_MAX_WEIGHT);
     }
 
     #[test]

@@ -33,47 +33,26 @@ const POINTS_PER_BUCKET: usize = 4;
 
 impl Ring {
     pub fn new(targets: &[Weighted<'_>]) -> Ring {
-        Ring::with_points(targets, POINTS_PER_MAX_WEIGHT)
-    }
-
-    /// A ring where the heaviest target has `points_per_max_weight` points.
-    pub(super) fn with_points(targets: &[Weighted<'_>], points_per_max_weight: u64) -> Ring {
-        let max_weight = targets.iter().map(|t| t.weight.max(1)).max().unwrap_or(1);
-        let mut points: Vec<(u64, &str, u32)> = Vec::new();
-        for (index, target) in targets.iter().enumerate() {
-            let count = (points_per_max_weight * u64::from(target.weight.max(1)))
-                .div_ceil(u64::from(max_weight))
-                .max(1);
-            points.extend((0..count).map(|i| {
-                (
-                    hash_bytes(target.address.as_bytes(), i),
-                    target.address,
-                    index as u32,
-                )
-            }));
-        }
-        // Ties (practically never) are broken by address, not by config order.
-        points.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let points = sorted_points(targets, POINTS_PER_MAX_WEIGHT);
         let bits = (points.len() / POINTS_PER_BUCKET)
             .max(1)
             .ilog2()
             .clamp(1, 24);
         let hashes: Box<[u64]> = points.iter().map(|p| p.0).collect();
-        let starts = (0..=(1u64 << bits))
-            .map(|bucket| {
-                let first = bucket.checked_shl(64 - bits).unwrap_or(u64::MAX);
-                let start = if bucket == 1 << bits {
-                    hashes.len()
-                } else {
-                    hashes.partition_point(|&h| h < first)
-                };
-                start as u32
-            })
-            .collect();
+        // One walk: the first point of each bucket is where the previous bucket's points end.
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut next = 0;
+        for bucket in 0..(1u64 << bits) {
+            while next < hashes.len() && hashes[next] >> (64 - bits) < bucket {
+                next += 1;
+            }
+            starts.push(next as u32);
+        }
+        starts.push(hashes.len() as u32);
         Ring {
             points: hashes,
-            owners: points.iter().map(|p| p.2).collect(),
-            starts,
+            owners: points.iter().map(|p| p.1).collect(),
+            starts: starts.into_boxed_slice(),
             bits,
         }
     }
@@ -87,21 +66,6 @@ impl Ring {
         );
         // Points of earlier buckets are below `key`, those of later ones above.
         from + self.points[from..to].partition_point(|&point| point < key)
-    }
-
-    /// The owner of each of `positions` (ascending), in one walk round the ring.
-    pub(super) fn owners_at(
-        &self,
-        positions: impl Iterator<Item = u64>,
-    ) -> impl Iterator<Item = u32> {
-        let mut point = 0;
-        positions.map(move |position| {
-            while point < self.points.len() && self.points[point] < position {
-                point += 1;
-            }
-            // Past the last point the ring wraps to the first.
-            self.owners[point % self.points.len()]
-        })
     }
 
     pub fn len(&self) -> usize {
@@ -136,6 +100,35 @@ impl Ring {
         }
         None
     }
+}
+
+/// Every target's points, `(hash, target index)`, sorted round the ring; the heaviest target
+/// has `points_per_max_weight`. Pairs of 16 bytes: sorting them is what building a ring costs.
+pub(super) fn sorted_points(
+    targets: &[Weighted<'_>],
+    points_per_max_weight: u64,
+) -> Vec<(u64, u32)> {
+    let max_weight = targets.iter().map(|t| t.weight.max(1)).max().unwrap_or(1);
+    let count = |target: &Weighted<'_>| {
+        (points_per_max_weight * u64::from(target.weight.max(1)))
+            .div_ceil(u64::from(max_weight))
+            .max(1)
+    };
+    let total: u64 = targets.iter().map(count).sum();
+    let mut points = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for (index, target) in targets.iter().enumerate() {
+        let address = target.address.as_bytes();
+        points.extend((0..count(target)).map(|i| (hash_bytes(address, i), index as u32)));
+    }
+    // Ties (practically never) are broken by address, not by config order.
+    points.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            targets[a.1 as usize]
+                .address
+                .cmp(targets[b.1 as usize].address)
+        })
+    });
+    points
 }
 
 #[cfg(test)]
