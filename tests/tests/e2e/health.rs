@@ -72,13 +72,48 @@ async fn wait_for_traffic_to(dp: &DataPlane, host: &str, target: &TestUpstream) 
     .await;
 }
 
-async fn ctl(cp: &ControlPlane, args: &[&str]) -> String {
-    cp.ctl(args).await.assert_success().stdout.clone()
+/// Runs `gatewayctl` with the words of `command`, expecting success; returns what it printed.
+async fn ctl(cp: &ControlPlane, command: &str) -> String {
+    let args: Vec<&str> = command.split_whitespace().collect();
+    cp.ctl(&args).await.assert_success().stdout.clone()
+}
+
+/// A gateway with targets `a` and `b` in upstream `web` (created by `gatewayctl upstream
+/// create` with `upstream_flags`, after the `before` commands), routed from `host`; returns
+/// once both take traffic.
+async fn two_targets(
+    before: &[&str],
+    upstream_flags: &str,
+    host: &str,
+) -> (Gateway, TestUpstream, TestUpstream) {
+    let gw = Gateway::start(1).await;
+    let (a, b) = (
+        TestUpstream::start("a").await,
+        TestUpstream::start("b").await,
+    );
+    for command in before {
+        ctl(&gw.cp, command).await;
+    }
+    let (a_target, b_target) = (a.address(), b.address());
+    ctl(
+        &gw.cp,
+        &format!("upstream create web --target {a_target} --target {b_target} {upstream_flags}"),
+    )
+    .await;
+    ctl(
+        &gw.cp,
+        &format!("route create web --host {host} --path-prefix / --upstream web"),
+    )
+    .await;
+    gw.converge().await;
+    wait_for_traffic_to(gw.dp(), host, &a).await;
+    wait_for_traffic_to(gw.dp(), host, &b).await;
+    (gw, a, b)
 }
 
 /// The `gatewayctl upstream health` line of `address` as seen by `node`.
 async fn ctl_health_line(cp: &ControlPlane, upstream: &str, address: &str, node: &str) -> String {
-    let table = ctl(cp, &["upstream", "health", upstream]).await;
+    let table = ctl(cp, &format!("upstream health {upstream}")).await;
     table
         .lines()
         .find(|l| l.contains(address) && l.contains(node))
@@ -163,64 +198,16 @@ async fn a_broken_target_is_found_out_within_interval_times_threshold_with_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_comes_back_is_healthy_again_and_takes_traffic() {
-    let gw = Gateway::start(1).await;
-    let (a, b) = (
-        TestUpstream::start("a").await,
-        TestUpstream::start("b").await,
-    );
-    let (a_target, b_target) = (a.address(), b.address());
-    ctl(
-        &gw.cp,
+    let (gw, _a, b) = two_targets(
         &[
-            "healthcheck",
-            "create",
-            "hc",
-            "--http-path",
-            "/healthz",
-            "--interval",
-            "200ms",
-            "--timeout",
-            "200ms",
-            "--healthy-threshold",
-            "2",
-            "--unhealthy-threshold",
-            "2",
+            "healthcheck create hc --http-path /healthz --interval 200ms --timeout 200ms \
+           --healthy-threshold 2 --unhealthy-threshold 2",
         ],
+        "--health-check hc",
+        "back.local",
     )
     .await;
-    ctl(
-        &gw.cp,
-        &[
-            "upstream",
-            "create",
-            "web",
-            "--target",
-            &a_target,
-            "--target",
-            &b_target,
-            "--health-check",
-            "hc",
-        ],
-    )
-    .await;
-    ctl(
-        &gw.cp,
-        &[
-            "route",
-            "create",
-            "web",
-            "--host",
-            "back.local",
-            "--path-prefix",
-            "/",
-            "--upstream",
-            "web",
-        ],
-    )
-    .await;
-    gw.converge().await;
-    wait_for_traffic_to(gw.dp(), "back.local", &b).await;
-
+    let b_target = b.address();
     let b_addr = b.addr();
     b.kill();
     wait_target(&gw.cp, "web", &b_target, &["dp-1"], "unhealthy", |v| {
@@ -236,17 +223,7 @@ async fn a_target_that_comes_back_is_healthy_again_and_takes_traffic() {
     let down = target_views(&gw.cp, "web", &b_target).await.unwrap();
     ctl(
         &gw.cp,
-        &[
-            "route",
-            "create",
-            "other",
-            "--host",
-            "other.local",
-            "--path-prefix",
-            "/",
-            "--upstream",
-            "web",
-        ],
+        "route create other --host other.local --path-prefix / --upstream web",
     )
     .await;
     gw.converge().await;
@@ -279,48 +256,11 @@ async fn a_target_that_comes_back_is_healthy_again_and_takes_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_answering_500s_is_ejected_then_returns_after_the_ejection_time() {
-    let gw = Gateway::start(1).await;
-    let (a, b) = (
-        TestUpstream::start("a").await,
-        TestUpstream::start("b").await,
-    );
-    let (a_target, b_target) = (a.address(), b.address());
     // Long enough that the requests sent while b is out all fit in it.
     let ejection = Duration::from_secs(4);
-    ctl(
-        &gw.cp,
-        &[
-            "upstream",
-            "create",
-            "web",
-            "--target",
-            &a_target,
-            "--target",
-            &b_target,
-            "--eject-after-5xx",
-            "3",
-            "--ejection-time",
-            "4s",
-        ],
-    )
-    .await;
-    ctl(
-        &gw.cp,
-        &[
-            "route",
-            "create",
-            "web",
-            "--host",
-            "eject.local",
-            "--path-prefix",
-            "/",
-            "--upstream",
-            "web",
-        ],
-    )
-    .await;
-    gw.converge().await;
-    wait_for_traffic_to(gw.dp(), "eject.local", &b).await;
+    let (gw, _a, b) =
+        two_targets(&[], "--eject-after-5xx 3 --ejection-time 4s", "eject.local").await;
+    let b_target = b.address();
 
     // b fails its requests (its health checks would still pass: there are none).
     b.set_status(500);
