@@ -71,6 +71,10 @@ pub struct RouteArgs {
     /// Time allowed for each attempt [default: no per-try limit]
     #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms, requires = "retries")]
     per_try_timeout: Option<u32>,
+    /// Retries in flight may be at most this percentage of the requests in flight, so retries
+    /// cannot multiply the load on a failing upstream [default: 20]
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100), requires = "retries")]
+    retry_budget: Option<u32>,
     /// Time allowed to open a connection [default: the upstream's]
     #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms)]
     connect_timeout: Option<u32>,
@@ -158,7 +162,7 @@ impl From<RouteArgs> for Route {
                     .map(|c| RetryOn::from(c) as i32)
                     .collect(),
                 per_try_timeout_ms: args.per_try_timeout.unwrap_or(0),
-                budget_percent: 0,
+                budget_percent: args.retry_budget.unwrap_or(0),
             }),
             connect_timeout_ms: args.connect_timeout.unwrap_or(0),
         }

@@ -57,6 +57,12 @@ pub struct UpstreamArgs {
     /// How long a first ejection lasts; repeated ejections last longer
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = flags::duration_ms)]
     ejection_time: u32,
+    /// Longest an ejection may last, however often the target is ejected [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration_ms)]
+    max_ejection_time: Option<u32>,
+    /// At most this percentage of the targets is ejected at once [default: 50]
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_ejected_percent: Option<u32>,
     /// When every target is unhealthy: fail fast with 503, or panic and use them all
     #[arg(long, value_enum, default_value_t = AllUnhealthy::FailFast)]
     all_unhealthy: AllUnhealthy,
@@ -212,7 +218,8 @@ impl From<UpstreamArgs> for Upstream {
                 consecutive_5xx: args.eject_after_5xx.unwrap_or(0),
                 consecutive_connect_failures: args.eject_after_connect_failures.unwrap_or(0),
                 base_ejection_ms: args.ejection_time,
-                ..Default::default()
+                max_ejection_ms: args.max_ejection_time.unwrap_or(0),
+                max_ejected_percent: args.max_ejected_percent.unwrap_or(0),
             }),
             all_unhealthy: AllUnhealthyPolicy::from(args.all_unhealthy) as i32,
         }
