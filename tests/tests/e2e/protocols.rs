@@ -11,7 +11,7 @@ use gateway_tests::grpc::echo::Msg;
 use gateway_tests::grpc::echo::echo_client::EchoClient;
 use gateway_tests::grpc::{GrpcUpstream, MAX_MESSAGE, SlowH2Upstream};
 use gateway_tests::tls::{TestCert, TlsUpstream, WsEchoUpstream, served_certificate, tls_connect};
-use gateway_tests::{DataPlane, Gateway, TestUpstream, dead_address, eventually};
+use gateway_tests::{ControlPlane, DataPlane, Gateway, TestUpstream, dead_address, eventually};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -187,6 +187,49 @@ async fn a_replaced_certificate_applies_to_new_handshakes_and_keeps_open_connect
         let response = sender.send_request(get()).await.expect("still open");
         assert_eq!(response.status(), StatusCode::OK);
     }
+}
+
+/// On the embedded store (the quick start), the control plane makes its key-encryption key on
+/// first start; no file it writes holds a PEM private key, and after a restart it still hands
+/// the key to a data plane that never saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_are_sealed_at_rest_and_serve_after_a_control_plane_restart() {
+    let mut cp = ControlPlane::start_embedded().await;
+    let upstream = TestUpstream::start("upstream-a").await;
+    route_to(&cp, "sealed", "sealed.local", "web", &[&upstream]).await;
+    let cert = TestCert::self_signed(&["sealed.local"]);
+    cp.create("certificates", cert.resource("sealed", &["sealed.local"]))
+        .await;
+
+    let data = cp.temp_dir().join("data");
+    let key_file = data.join("secrets.key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("a key file")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{} holds a key",
+            path.display()
+        );
+    }
+
+    cp.restart().await;
+    let dp = DataPlane::start(cp.grpc_addr(), "dp-after-restart").await;
+    dp.wait_for_version(cp.version().await).await;
+    let stream = tls_connect(dp.tls_addr(), "sealed.local", &[&cert.der], &[b"h2"])
+        .await
+        .expect("a handshake with the stored certificate");
+    assert_eq!(served_certificate(&stream).as_ref(), Some(&cert.der));
+    let (_, status, body) = h2_get(stream, "sealed.local").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "upstream-a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
