@@ -16,6 +16,7 @@ mod body;
 mod client;
 mod error;
 mod forward;
+mod framing;
 pub mod grpc;
 pub mod headers;
 pub mod observe;
@@ -156,9 +157,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
         let grpc = grpc::is_grpc(request.headers());
-        if request.version() < http::Version::HTTP_2
-            && let Some(reason) = headers::ambiguous_framing(request.headers())
-        {
+        if let Some(reason) = framing::refusal(&request) {
             let error = ProxyError::Malformed(reason);
             exchange.failed(&error);
             return ResponseBody::unrouted(error.into_response());

@@ -632,7 +632,8 @@ async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
 
 /// hyper reads a request with both Content-Length and Transfer-Encoding as chunked, drops the
 /// Content-Length and closes the connection after the response (RFC 9112 §6.1), so what
-/// follows the chunked body is never read as a request; everything else ambiguous is a 400.
+/// follows the chunked body is never read as a request; everything else ambiguous (hyper's
+/// rules and `proxy/framing.rs`) is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_requests_get_400_and_a_closed_connection() {
     let gw = Gateway::start(1).await;
@@ -676,6 +677,22 @@ async fn ambiguous_requests_get_400_and_a_closed_connection() {
         (
             "TE not ending in chunked",
             "POST / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE other than one chunked",
+            "POST / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a name imitating Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "GET with a body",
+            "GET / HTTP/1.1\r\nHost: smuggle.local\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "HEAD with a chunked body",
+            "HEAD / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
     ];
     for (name, request) in cases {
