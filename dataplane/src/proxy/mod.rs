@@ -178,8 +178,11 @@ impl Proxy {
         };
         exchange.routed(&route.stats, &self.observers);
         let record = Record::new(route, upstream);
-        // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101.
-        let upgrade = tunnel::requested(&request).then(|| hyper::upgrade::on(&mut request));
+        // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101; so does
+        // a WebSocket over HTTP/2, sent to the target as an HTTP/1.1 upgrade.
+        let over_h2 = tunnel::websocket_over_h2_as_upgrade(&mut request);
+        let upgrade =
+            (over_h2 || tunnel::requested(&request)).then(|| hyper::upgrade::on(&mut request));
         let call = forward::Call {
             downstream,
             grpc,
@@ -200,6 +203,9 @@ impl Proxy {
                         route.name.clone(),
                     );
                     let record = record.answered(response.status(), in_flight);
+                    if over_h2 {
+                        tunnel::accept_websocket_over_h2(&mut response);
+                    }
                     let mut response = response.map(Either::Left);
                     headers::add_via(response.headers_mut());
                     return ResponseBody::recorded(response, record);

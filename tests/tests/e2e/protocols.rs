@@ -617,6 +617,58 @@ async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
     ws.close(None).await.unwrap();
 }
 
+/// RFC 8441: a WebSocket over an HTTP/2 connection (extended CONNECT with `:protocol
+/// websocket`) reaches an HTTP/1.1 WebSocket target through the gateway, which answers 200 and
+/// tunnels the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_extended_connect_are_tunnelled() {
+    use futures::SinkExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let gw = Gateway::start(1).await;
+    let echo = WsEchoUpstream::start().await;
+    gw.cp
+        .create("upstreams", upstream_json("ws", &[(echo.address(), 1)]))
+        .await;
+    gw.cp
+        .create("routes", route_json("ws", "ws.local", "/", "ws"))
+        .await;
+    gw.converge().await;
+
+    let tcp = TcpStream::connect(gw.dp().addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    // One plain request first, so the server's SETTINGS (extended CONNECT on) have arrived.
+    let get = Request::get("http://ws.local/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    sender.send_request(get).await.expect("a plain answer");
+
+    let mut connect = Request::connect("http://ws.local/chat")
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(connect).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let upgraded = hyper::upgrade::on(response).await.expect("a tunnel");
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    for i in 0..3 {
+        ws.send(Message::text(format!("h2 {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("echo: h2 {i}"))
+        );
+    }
+}
+
 /// Sends raw bytes and reads everything until the server closes (at most 5 s).
 async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
