@@ -572,12 +572,8 @@ async fn the_gateway_answers_grpc_calls_with_grpc_errors_and_honours_deadlines()
     assert!(response.body.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
+/// A gateway routing `ws.local` to a WebSocket echo target (kept alive by the second value).
+async fn websocket_echo_gateway() -> (Gateway, WsEchoUpstream) {
     let gw = Gateway::start(1).await;
     let echo = WsEchoUpstream::start().await;
     gw.cp
@@ -587,6 +583,16 @@ async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
         .create("routes", route_json("ws", "ws.local", "/", "ws"))
         .await;
     gw.converge().await;
+    (gw, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (gw, _echo) = websocket_echo_gateway().await;
 
     let tcp = TcpStream::connect(gw.dp().addr()).await.unwrap();
     let mut request = "ws://ws.local/chat".into_client_request().unwrap();
@@ -627,15 +633,7 @@ async fn websockets_over_http2_extended_connect_are_tunnelled() {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    let gw = Gateway::start(1).await;
-    let echo = WsEchoUpstream::start().await;
-    gw.cp
-        .create("upstreams", upstream_json("ws", &[(echo.address(), 1)]))
-        .await;
-    gw.cp
-        .create("routes", route_json("ws", "ws.local", "/", "ws"))
-        .await;
-    gw.converge().await;
+    let (gw, _echo) = websocket_echo_gateway().await;
 
     let tcp = TcpStream::connect(gw.dp().addr()).await.unwrap();
     let (mut sender, connection) =

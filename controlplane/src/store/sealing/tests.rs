@@ -30,17 +30,7 @@ both_backends!(
 );
 
 fn certificate() -> Certificate {
-    let names = vec!["example.com".to_string()];
-    let params = rcgen::CertificateParams::new(names.clone()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Certificate {
-        name: "site".into(),
-        certificate_pem: cert.pem(),
-        private_key_pem: key.serialize_pem(),
-        sni: names,
-        ..Default::default()
-    }
+    crate::certificate::tests::generated(&["example.com"], (2020, 1, 1), (2090, 1, 1))
 }
 
 fn author() -> Author {
