@@ -48,7 +48,7 @@ pub enum OpenError {
     Connect { target: String, source: sqlx::Error },
     #[error("the database at {target} did not answer within {CONNECT_TIMEOUT:?}")]
     ConnectTimeout { target: String },
-    #[error("cannot seal the private keys stored in {target}")]
+    #[error("cannot read or seal the private keys stored in {target}")]
     Seal { target: String, source: ApiError },
     #[error("cannot apply migrations to the database at {target}")]
     Migrate {
