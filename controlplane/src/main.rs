@@ -8,6 +8,7 @@ mod discovery;
 mod error;
 mod grpc_health;
 mod page;
+mod secrets;
 mod server;
 mod service;
 mod snapshot;
@@ -31,8 +32,9 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tokio::net::TcpListener;
 
 use crate::discovery::MAX_MESSAGE_BYTES;
+use crate::secrets::KeyEncryptionKey;
 use crate::server::ServerConfig;
-use crate::store::Store;
+use crate::store::{Sealer, Store};
 use crate::telemetry::Metrics;
 
 #[derive(Parser, Debug)]
@@ -89,6 +91,28 @@ struct Flags {
         hide_env_values = true
     )]
     bootstrap_token: Option<String>,
+
+    /// File holding the key that seals certificates' private keys in the store (AES-256-GCM):
+    /// 64 hex digits, e.g. from `openssl rand -hex 32`. Every replica on one database needs the
+    /// same key. [default: on the embedded store, secrets.key beside the database, created
+    /// (0600) on first start; on Postgres none, and then a Certificate cannot be written]
+    #[arg(
+        long,
+        env = "GATEWAY_SECRETS_KEY_FILE",
+        value_name = "PATH",
+        conflicts_with = "secrets_key"
+    )]
+    secrets_key_file: Option<PathBuf>,
+
+    /// Like --secrets-key-file, with the key itself (e.g. from a Kubernetes Secret; prefer the
+    /// file or the environment: command lines are visible to other users).
+    #[arg(
+        long,
+        env = "GATEWAY_SECRETS_KEY",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    secrets_key: Option<String>,
 
     /// Let requests without a token through as admin "anonymous", on any address. For
     /// throwaway set-ups only. Without it, a non-loopback listener needs a bootstrap token or an
@@ -168,7 +192,15 @@ async fn run(flags: Flags, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             None => flags.bootstrap_token.clone(),
         };
     let url = database_url(&flags)?;
-    let store = Store::open(&url).await?;
+    let key = secrets_key(&flags, &url)?;
+    if let Some(key) = &key {
+        tracing::info!(
+            key_id = key.id(),
+            "private keys are sealed with this key-encryption key"
+        );
+    }
+    let sealer = Sealer::new(key);
+    let store = Store::open(&url, sealer).await?;
     tracing::info!(store = %store.backend().describe(), "store ready");
     let config = ServerConfig {
         poll_interval: flags.poll_interval,
@@ -212,6 +244,26 @@ fn database_url(flags: &Flags) -> anyhow::Result<String> {
             .context("no --data-dir given and neither XDG_DATA_HOME nor HOME is set")?,
     };
     Ok(format!("sqlite://{}", dir.join("gateway.db").display()))
+}
+
+/// The key that seals private keys at rest: the flag's, else on SQLite the store's own key file
+/// (created on first start, so the quick start needs no set-up), else none.
+fn secrets_key(flags: &Flags, url: &str) -> anyhow::Result<Option<KeyEncryptionKey>> {
+    if let Some(path) = &flags.secrets_key_file {
+        return Ok(Some(KeyEncryptionKey::read(path)?));
+    }
+    if let Some(text) = &flags.secrets_key {
+        return Ok(Some(KeyEncryptionKey::from_hex(text, "--secrets-key")?));
+    }
+    let Some(database) = url.strip_prefix("sqlite://") else {
+        tracing::warn!(
+            "no --secrets-key-file: certificates (private keys) cannot be written to this store"
+        );
+        return Ok(None);
+    };
+    let database = PathBuf::from(database.split('?').next().unwrap_or(database));
+    let path = database.with_file_name("secrets.key");
+    Ok(Some(KeyEncryptionKey::read_or_create(&path)?))
 }
 
 fn default_data_dir() -> Option<PathBuf> {

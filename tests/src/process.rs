@@ -239,6 +239,9 @@ fn keep_if_failing(dir: &mut TempDir) {
     }
 }
 
+/// The key-encryption key of control planes on Postgres (32 bytes, hex).
+const TEST_SECRETS_KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+
 /// A running `gateway-controlplane` on its own database and ports.
 pub struct ControlPlane {
     process: Process,
@@ -276,6 +279,10 @@ impl ControlPlane {
                 "--data-dir".into(),
                 dir.path().join("data").into_os_string(),
             ]);
+        } else if !extra.iter().any(|a| a.starts_with("--secrets-key")) {
+            // On Postgres, certificates need a key-encryption key; every replica of a test's
+            // database shares this one.
+            args.extend(["--secrets-key".into(), TEST_SECRETS_KEY.into()]);
         }
         args.extend([
             "--rest-listen".into(),

@@ -1,6 +1,10 @@
 use super::*;
 
-fn generated(names: &[&str], not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> Certificate {
+pub(crate) fn generated(
+    names: &[&str],
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> Certificate {
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>())
             .unwrap();

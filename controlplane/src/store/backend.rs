@@ -48,6 +48,8 @@ pub enum OpenError {
     Connect { target: String, source: sqlx::Error },
     #[error("the database at {target} did not answer within {CONNECT_TIMEOUT:?}")]
     ConnectTimeout { target: String },
+    #[error("cannot read or seal the private keys stored in {target}")]
+    Seal { target: String, source: ApiError },
     #[error("cannot apply migrations to the database at {target}")]
     Migrate {
         target: String,

@@ -13,6 +13,7 @@ mod audit;
 mod backend;
 mod dataplanes;
 mod reports;
+mod sealing;
 mod tokens;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use sqlx::{Any, Row, Transaction};
 pub use audit::Author;
 pub use backend::{Backend, NOTIFY_CHANNEL, OpenError};
 pub use dataplanes::HEARTBEAT;
+pub use sealing::Sealer;
 
 use crate::error::ApiError;
 use crate::page::{Page, PageRequest};
@@ -61,14 +63,29 @@ pub struct Commit {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    sealer: Sealer,
 }
 
 impl Store {
     /// Connects, applies migrations and, for the embedded store, takes the single-writer lock.
+    /// `sealer` seals private keys at rest; rows an older version wrote in plain text are
+    /// sealed now, and a sealed row the key does not open stops the start.
     #[tracing::instrument(name = "store.open", skip_all)]
-    pub async fn open(url: &str) -> Result<Store, OpenError> {
+    pub async fn open(url: &str, sealer: Sealer) -> Result<Store, OpenError> {
         let (pool, backend) = backend::open(url).await?;
-        Ok(Store { pool, backend })
+        let store = Store {
+            pool,
+            backend,
+            sealer,
+        };
+        store
+            .seal_plaintext_rows()
+            .await
+            .map_err(|source| OpenError::Seal {
+                target: store.backend.describe(),
+                source,
+            })?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> &Backend {
@@ -102,7 +119,11 @@ impl Store {
         .await?;
         match row {
             None => Ok(empty_config()),
-            Some(row) => versioned_from_row(&row),
+            Some(row) => Ok(VersionedConfig {
+                version: to_u64(row.try_get::<i64, _>(0)?),
+                hash: row.try_get(1)?,
+                config: self.sealer.open_config(&row.try_get::<String, _>(2)?)?,
+            }),
         }
     }
 
@@ -154,7 +175,7 @@ impl Store {
             hash: row.try_get(1)?,
             created_at: rfc3339(row.try_get(2)?),
             changes: parse_spec(&row.try_get::<String, _>(3)?)?,
-            config: Some(parse_spec(&row.try_get::<String, _>(4)?)?),
+            config: Some(self.sealer.open_config(&row.try_get::<String, _>(4)?)?),
             author: row.try_get(5)?,
         }))
     }
@@ -167,7 +188,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(row) => parse_spec(&row.try_get::<String, _>(0)?),
+            Some(row) => R::from_row(&row.try_get::<String, _>(0)?, &self.sealer),
             None => Err(ApiError::not_found(R::KIND, name)),
         }
     }
@@ -203,7 +224,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
             for row in &rows {
-                let item: R = parse_spec(&row.try_get::<String, _>(1)?)?;
+                let item = R::from_row(&row.try_get::<String, _>(1)?, &self.sealer)?;
                 if has_labels(item.labels(), labels) {
                     items.push(item);
                     if items.len() == wanted {
@@ -259,17 +280,18 @@ impl Store {
         .await?;
         let version = to_u64(row.try_get::<i64, _>(0)?);
 
-        let old = load_config(&mut tx).await?;
+        let old = load_config(&mut tx, &self.sealer).await?;
         let mut new = old.clone();
         change(&mut new)?;
         new.canonicalize();
         validate_config(&new).map_err(ApiError::Invalid)?;
 
         let mut changes = Vec::new();
-        write_diff::<Certificate>(&mut tx, &old, &new, version, &mut changes).await?;
-        write_diff::<HealthCheckPolicy>(&mut tx, &old, &new, version, &mut changes).await?;
-        write_diff::<Upstream>(&mut tx, &old, &new, version, &mut changes).await?;
-        write_diff::<Route>(&mut tx, &old, &new, version, &mut changes).await?;
+        let sealer = &self.sealer;
+        write_diff::<Certificate>(&mut tx, &old, &new, version, sealer, &mut changes).await?;
+        write_diff::<HealthCheckPolicy>(&mut tx, &old, &new, version, sealer, &mut changes).await?;
+        write_diff::<Upstream>(&mut tx, &old, &new, version, sealer, &mut changes).await?;
+        write_diff::<Route>(&mut tx, &old, &new, version, sealer, &mut changes).await?;
         if changes.is_empty() {
             tx.rollback().await?;
             let current = self.latest().await?;
@@ -281,7 +303,7 @@ impl Store {
         }
 
         let hash = config_hash(&new);
-        let config_json = serde_json::to_string(&new)
+        let config_json = serde_json::to_string(&self.sealer.seal_config(&new)?)
             .map_err(|e| ApiError::Internal(format!("encoding config: {e}")))?;
         let changes_json = serde_json::to_string(&changes)
             .map_err(|e| ApiError::Internal(format!("encoding changes: {e}")))?;
@@ -324,6 +346,17 @@ pub trait StoredResource: Resource + Serialize + DeserializeOwned + Send + Sync 
     const REFERENCE_COLUMN: Option<&'static str>;
     fn reference(&self) -> Option<&str>;
     fn labels(&self) -> &BTreeMap<String, String>;
+
+    /// The row's `spec`: the resource as JSON, secrets sealed.
+    fn to_row(&self, _sealer: &Sealer) -> Result<String, ApiError> {
+        serde_json::to_string(self)
+            .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", Self::KIND)))
+    }
+
+    /// The resource from its row's `spec`, secrets opened.
+    fn from_row(spec: &str, _sealer: &Sealer) -> Result<Self, ApiError> {
+        parse_spec(spec)
+    }
 }
 
 impl StoredResource for HealthCheckPolicy {
@@ -338,8 +371,8 @@ impl StoredResource for HealthCheckPolicy {
     }
 }
 
-/// Certificates are stored with their private keys (the data planes need them); the service
-/// layer never returns the keys.
+/// Certificates are stored with their private keys (the data planes need them), sealed (see
+/// [`sealing`]); the service layer never returns the keys.
 impl StoredResource for Certificate {
     const TABLE: &'static str = "certificates";
     const PLURAL: &'static str = "certificates";
@@ -349,6 +382,15 @@ impl StoredResource for Certificate {
     }
     fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
+    }
+    fn to_row(&self, sealer: &Sealer) -> Result<String, ApiError> {
+        serde_json::to_string(&sealer.seal_certificate(self)?)
+            .map_err(|e| ApiError::Internal(format!("encoding certificate: {e}")))
+    }
+    fn from_row(spec: &str, sealer: &Sealer) -> Result<Self, ApiError> {
+        let mut certificate: Certificate = parse_spec(spec)?;
+        sealer.open_certificate(&mut certificate)?;
+        Ok(certificate)
     }
 }
 
@@ -384,22 +426,26 @@ pub fn has_labels(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, S
 /// Rows read per query while filtering a list by labels.
 const LIST_CHUNK: i64 = 500;
 
-async fn load_config(tx: &mut Transaction<'static, Any>) -> Result<Config, ApiError> {
+async fn load_config(
+    tx: &mut Transaction<'static, Any>,
+    sealer: &Sealer,
+) -> Result<Config, ApiError> {
     Ok(Config {
-        certificates: load_all(tx).await?,
-        health_checks: load_all(tx).await?,
-        upstreams: load_all(tx).await?,
-        routes: load_all(tx).await?,
+        certificates: load_all(tx, sealer).await?,
+        health_checks: load_all(tx, sealer).await?,
+        upstreams: load_all(tx, sealer).await?,
+        routes: load_all(tx, sealer).await?,
     })
 }
 
 async fn load_all<R: StoredResource>(
     tx: &mut Transaction<'static, Any>,
+    sealer: &Sealer,
 ) -> Result<Vec<R>, ApiError> {
     let sql = format!("SELECT spec FROM {} ORDER BY name", R::TABLE);
     let rows = sqlx::query(&sql).fetch_all(&mut **tx).await?;
     rows.iter()
-        .map(|row| parse_spec(&row.try_get::<String, _>(0)?))
+        .map(|row| R::from_row(&row.try_get::<String, _>(0)?, sealer))
         .collect()
 }
 
@@ -409,6 +455,7 @@ async fn write_diff<R: StoredResource>(
     old: &Config,
     new: &Config,
     version: u64,
+    sealer: &Sealer,
     changes: &mut Vec<ConfigChange>,
 ) -> Result<(), ApiError> {
     let old_by_name: BTreeMap<&str, &R> = R::list(old).iter().map(|r| (r.name(), r)).collect();
@@ -437,8 +484,7 @@ async fn write_diff<R: StoredResource>(
             Some(_) => UPDATE,
             None => CREATE,
         };
-        let spec = serde_json::to_string(resource)
-            .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", R::KIND)))?;
+        let spec = resource.to_row(sealer)?;
         let mut query = sqlx::query(&upsert)
             .bind(*name)
             .bind(spec)
@@ -463,15 +509,6 @@ fn change(op: &str, kind: Kind, name: &str) -> ConfigChange {
 fn parse_spec<R: DeserializeOwned>(spec: &str) -> Result<R, ApiError> {
     serde_json::from_str(spec)
         .map_err(|e| ApiError::Internal(format!("stored resource is unreadable: {e}")))
-}
-
-fn versioned_from_row(row: &sqlx::any::AnyRow) -> Result<VersionedConfig, ApiError> {
-    let config: Config = parse_spec(&row.try_get::<String, _>(2)?)?;
-    Ok(VersionedConfig {
-        version: to_u64(row.try_get::<i64, _>(0)?),
-        hash: row.try_get(1)?,
-        config,
-    })
 }
 
 fn empty_config() -> VersionedConfig {

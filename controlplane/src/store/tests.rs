@@ -11,7 +11,19 @@ use crate::page::PageRequest;
 /// A store on a throwaway database, dropped with the guard.
 pub(crate) struct Scratch {
     pub store: Store,
+    /// Where the store is, to open it again.
+    pub url: String,
     _guard: Guard,
+}
+
+/// The key-encryption key of every scratch store.
+pub(crate) const TEST_SECRETS_KEY: &str =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+pub(crate) fn test_sealer() -> Sealer {
+    Sealer::new(Some(
+        crate::secrets::KeyEncryptionKey::from_hex(TEST_SECRETS_KEY, "test").unwrap(),
+    ))
 }
 
 enum Guard {
@@ -51,6 +63,17 @@ impl Drop for Guard {
     }
 }
 
+impl Scratch {
+    /// Closes the store and opens it again with `sealer`, as a restarted control plane would.
+    pub(crate) async fn reopen(self, sealer: Sealer) -> Result<Scratch, OpenError> {
+        let Scratch { store, url, _guard } = self;
+        store.pool.close().await;
+        drop(store);
+        let store = Store::open(&url, sealer).await?;
+        Ok(Scratch { store, url, _guard })
+    }
+}
+
 pub(crate) async fn postgres() -> Scratch {
     use sqlx::Connection;
     let admin_url = std::env::var("GATEWAY_TEST_DATABASE_URL")
@@ -66,23 +89,27 @@ pub(crate) async fn postgres() -> Scratch {
     let base = admin_url
         .rsplit_once('/')
         .map_or(admin_url.as_str(), |(base, _)| base);
-    let store = Store::open(&format!("{base}/{name}"))
+    let url = format!("{base}/{name}");
+    let store = Store::open(&url, test_sealer())
         .await
         .expect("open Postgres store");
     Scratch {
         store,
+        url,
         _guard: Guard::Postgres { admin_url, name },
     }
 }
 
-async fn sqlite() -> Scratch {
+pub(crate) async fn sqlite() -> Scratch {
     let dir = std::env::temp_dir().join(format!("gw-store-{:016x}", rand::random::<u64>()));
     let path = dir.join("gateway.db");
-    let store = Store::open(&format!("sqlite://{}", path.display()))
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open(&url, test_sealer())
         .await
         .expect("open SQLite store");
     Scratch {
         store,
+        url,
         _guard: Guard::Sqlite(path),
     }
 }
@@ -338,7 +365,7 @@ async fn a_second_process_on_the_embedded_store_is_refused() {
     let Backend::Sqlite { path, .. } = scratch.store.backend() else {
         unreachable!()
     };
-    let second = Store::open(&format!("sqlite://{}", path.display())).await;
+    let second = Store::open(&format!("sqlite://{}", path.display()), test_sealer()).await;
     let Err(error) = second else {
         panic!("a second store on the same file opened")
     };

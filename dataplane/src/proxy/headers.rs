@@ -39,33 +39,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Why an HTTP/1.1 request's body framing is ambiguous, if it is: a message with both
-/// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3 lets a server reject it, and a proxy
-/// must, or the next hop may read another request boundary), or several `Content-Length`
-/// fields that disagree, or `chunked` applied more than once (in one `Transfer-Encoding` or
-/// across several). hyper refuses the rest (obs-fold, invalid names, bad chunking).
-pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
-    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if headers.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty() {
-        return Some("both Transfer-Encoding and Content-Length");
-    }
-    if lengths.windows(2).any(|pair| pair[0] != pair[1]) {
-        return Some("conflicting Content-Length values");
-    }
-    // hyper reads any list ending in chunked as chunked once; RFC 9112 §7 forbids applying it
-    // twice, and a next hop that honours the first of two `Transfer-Encoding` lines differs.
-    let chunked = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
-        .filter(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        .count();
-    if chunked > 1 {
-        return Some("chunked applied more than once");
-    }
-    None
-}
-
 /// Whether the client's `TE` accepts trailers (gRPC's `TE: trailers`).
 pub fn accepts_trailers(headers: &HeaderMap) -> bool {
     headers
@@ -166,44 +139,6 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn ambiguous_framing_is_spotted() {
-        assert_eq!(
-            ambiguous_framing(&map(&[
-                ("transfer-encoding", "chunked"),
-                ("content-length", "5")
-            ])),
-            Some("both Transfer-Encoding and Content-Length")
-        );
-        assert_eq!(
-            ambiguous_framing(&map(&[("content-length", "5"), ("content-length", "6")])),
-            Some("conflicting Content-Length values")
-        );
-        assert_eq!(
-            ambiguous_framing(&map(&[("content-length", "5"), ("content-length", "5")])),
-            None
-        );
-        assert_eq!(
-            ambiguous_framing(&map(&[("transfer-encoding", "chunked")])),
-            None
-        );
-        assert_eq!(
-            ambiguous_framing(&map(&[("transfer-encoding", " chunked,chunked")])),
-            Some("chunked applied more than once")
-        );
-        assert_eq!(
-            ambiguous_framing(&map(&[
-                ("transfer-encoding", "chunked"),
-                ("transfer-encoding", "Chunked")
-            ])),
-            Some("chunked applied more than once")
-        );
-        assert_eq!(
-            ambiguous_framing(&map(&[("transfer-encoding", "gzip, chunked")])),
-            None
-        );
     }
 
     #[test]

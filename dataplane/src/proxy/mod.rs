@@ -16,6 +16,7 @@ mod body;
 mod client;
 mod error;
 mod forward;
+mod framing;
 pub mod grpc;
 pub mod headers;
 pub mod observe;
@@ -156,9 +157,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
         let grpc = grpc::is_grpc(request.headers());
-        if request.version() < http::Version::HTTP_2
-            && let Some(reason) = headers::ambiguous_framing(request.headers())
-        {
+        if let Some(reason) = framing::refusal(&request) {
             let error = ProxyError::Malformed(reason);
             exchange.failed(&error);
             return ResponseBody::unrouted(error.into_response());
@@ -179,8 +178,11 @@ impl Proxy {
         };
         exchange.routed(&route.stats, &self.observers);
         let record = Record::new(route, upstream);
-        // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101.
-        let upgrade = tunnel::requested(&request).then(|| hyper::upgrade::on(&mut request));
+        // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101; so does
+        // a WebSocket over HTTP/2, sent to the target as an HTTP/1.1 upgrade.
+        let over_h2 = tunnel::websocket_over_h2_as_upgrade(&mut request);
+        let upgrade =
+            (over_h2 || tunnel::requested(&request)).then(|| hyper::upgrade::on(&mut request));
         let call = forward::Call {
             downstream,
             grpc,
@@ -201,6 +203,9 @@ impl Proxy {
                         route.name.clone(),
                     );
                     let record = record.answered(response.status(), in_flight);
+                    if over_h2 {
+                        tunnel::accept_websocket_over_h2(&mut response);
+                    }
                     let mut response = response.map(Either::Left);
                     headers::add_via(response.headers_mut());
                     return ResponseBody::recorded(response, record);

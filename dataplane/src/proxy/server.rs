@@ -89,7 +89,9 @@ impl ServerLimits {
             .keep_alive_interval(self.h2_keep_alive_interval)
             .keep_alive_timeout(self.h2_keep_alive_timeout)
             .max_pending_accept_reset_streams(self.h2_max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(self.h2_max_local_error_reset_streams);
+            .max_local_error_reset_streams(self.h2_max_local_error_reset_streams)
+            // WebSocket over HTTP/2 (RFC 8441).
+            .enable_connect_protocol();
         builder
     }
 }

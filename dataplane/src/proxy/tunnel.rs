@@ -2,13 +2,18 @@
 //! its `Upgrade` headers; when the target answers 101, both connections are taken over from
 //! hyper and bytes are copied both ways until either side closes or nothing moves for the idle
 //! timeout. The tunnel holds no table: a config change never touches it.
+//!
+//! A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) goes to the target as the HTTP/1.1
+//! Upgrade it expects; its 101 becomes the 200 the HTTP/2 client expects, and the stream is
+//! tunnelled the same way (WebSocket frames are the same on both).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Request, header};
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,6 +36,44 @@ pub fn requested<B>(request: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Turns an HTTP/2 extended CONNECT for `websocket` (RFC 8441 §4) into the HTTP/1.1 Upgrade a
+/// target expects (RFC 6455 §4.1: `GET`, `Upgrade: websocket`, a fresh `Sec-WebSocket-Key`);
+/// the other WebSocket headers (version, subprotocols, extensions) are the same in both.
+/// Returns whether `request` was one.
+pub fn websocket_over_h2_as_upgrade<B>(request: &mut Request<B>) -> bool {
+    let is_websocket = request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !is_websocket {
+        return false;
+    }
+    *request.method_mut() = Method::GET;
+    let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_le_bytes());
+    let headers = request.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    true
+}
+
+/// The target's 101 as the answer to an extended CONNECT: 200, without the HTTP/1.1
+/// handshake's headers (RFC 8441 §5).
+pub fn accept_websocket_over_h2<B>(response: &mut Response<B>) {
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    for name in [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        headers.remove(name);
+    }
 }
 
 /// The `Connection` and `Upgrade` values to send upstream for an upgrade.

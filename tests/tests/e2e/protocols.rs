@@ -11,7 +11,7 @@ use gateway_tests::grpc::echo::Msg;
 use gateway_tests::grpc::echo::echo_client::EchoClient;
 use gateway_tests::grpc::{GrpcUpstream, MAX_MESSAGE, SlowH2Upstream};
 use gateway_tests::tls::{TestCert, TlsUpstream, WsEchoUpstream, served_certificate, tls_connect};
-use gateway_tests::{DataPlane, Gateway, TestUpstream, dead_address, eventually};
+use gateway_tests::{ControlPlane, DataPlane, Gateway, TestUpstream, dead_address, eventually};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -187,6 +187,49 @@ async fn a_replaced_certificate_applies_to_new_handshakes_and_keeps_open_connect
         let response = sender.send_request(get()).await.expect("still open");
         assert_eq!(response.status(), StatusCode::OK);
     }
+}
+
+/// On the embedded store (the quick start), the control plane makes its key-encryption key on
+/// first start; no file it writes holds a PEM private key, and after a restart it still hands
+/// the key to a data plane that never saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_are_sealed_at_rest_and_serve_after_a_control_plane_restart() {
+    let mut cp = ControlPlane::start_embedded().await;
+    let upstream = TestUpstream::start("upstream-a").await;
+    route_to(&cp, "sealed", "sealed.local", "web", &[&upstream]).await;
+    let cert = TestCert::self_signed(&["sealed.local"]);
+    cp.create("certificates", cert.resource("sealed", &["sealed.local"]))
+        .await;
+
+    let data = cp.temp_dir().join("data");
+    let key_file = data.join("secrets.key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("a key file")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{} holds a key",
+            path.display()
+        );
+    }
+
+    cp.restart().await;
+    let dp = DataPlane::start(cp.grpc_addr(), "dp-after-restart").await;
+    dp.wait_for_version(cp.version().await).await;
+    let stream = tls_connect(dp.tls_addr(), "sealed.local", &[&cert.der], &[b"h2"])
+        .await
+        .expect("a handshake with the stored certificate");
+    assert_eq!(served_certificate(&stream).as_ref(), Some(&cert.der));
+    let (_, status, body) = h2_get(stream, "sealed.local").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "upstream-a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,12 +572,8 @@ async fn the_gateway_answers_grpc_calls_with_grpc_errors_and_honours_deadlines()
     assert!(response.body.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
+/// A gateway routing `ws.local` to a WebSocket echo target (kept alive by the second value).
+async fn websocket_echo_gateway() -> (Gateway, WsEchoUpstream) {
     let gw = Gateway::start(1).await;
     let echo = WsEchoUpstream::start().await;
     gw.cp
@@ -544,6 +583,16 @@ async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
         .create("routes", route_json("ws", "ws.local", "/", "ws"))
         .await;
     gw.converge().await;
+    (gw, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (gw, _echo) = websocket_echo_gateway().await;
 
     let tcp = TcpStream::connect(gw.dp().addr()).await.unwrap();
     let mut request = "ws://ws.local/chat".into_client_request().unwrap();
@@ -574,6 +623,50 @@ async fn websockets_are_tunnelled_and_survive_unrelated_config_changes() {
     ws.close(None).await.unwrap();
 }
 
+/// RFC 8441: a WebSocket over an HTTP/2 connection (extended CONNECT with `:protocol
+/// websocket`) reaches an HTTP/1.1 WebSocket target through the gateway, which answers 200 and
+/// tunnels the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_extended_connect_are_tunnelled() {
+    use futures::SinkExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let (gw, _echo) = websocket_echo_gateway().await;
+
+    let tcp = TcpStream::connect(gw.dp().addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    // One plain request first, so the server's SETTINGS (extended CONNECT on) have arrived.
+    let get = Request::get("http://ws.local/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    sender.send_request(get).await.expect("a plain answer");
+
+    let mut connect = Request::connect("http://ws.local/chat")
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(connect).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let upgraded = hyper::upgrade::on(response).await.expect("a tunnel");
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    for i in 0..3 {
+        ws.send(Message::text(format!("h2 {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("echo: h2 {i}"))
+        );
+    }
+}
+
 /// Sends raw bytes and reads everything until the server closes (at most 5 s).
 async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -589,7 +682,8 @@ async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
 
 /// hyper reads a request with both Content-Length and Transfer-Encoding as chunked, drops the
 /// Content-Length and closes the connection after the response (RFC 9112 §6.1), so what
-/// follows the chunked body is never read as a request; everything else ambiguous is a 400.
+/// follows the chunked body is never read as a request; everything else ambiguous (hyper's
+/// rules and `proxy/framing.rs`) is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_requests_get_400_and_a_closed_connection() {
     let gw = Gateway::start(1).await;
@@ -633,6 +727,22 @@ async fn ambiguous_requests_get_400_and_a_closed_connection() {
         (
             "TE not ending in chunked",
             "POST / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE other than one chunked",
+            "POST / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a name imitating Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "GET with a body",
+            "GET / HTTP/1.1\r\nHost: smuggle.local\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "HEAD with a chunked body",
+            "HEAD / HTTP/1.1\r\nHost: smuggle.local\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
     ];
     for (name, request) in cases {
