@@ -114,6 +114,30 @@ async fn list_and_get_in_every_output_format() {
     snapshot("upstream_list_selector", &out);
 }
 
+/// `describe` is `get` plus, in the table views, what refers to the resource (what a delete
+/// would be refused for); its JSON and YAML are exactly `get`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_what_refers_to_a_resource() {
+    let (_db, cp) = seeded().await;
+    for (kind, name) in [
+        ("upstream", "web"),
+        ("route", "web-root"),
+        ("healthcheck", "hc"),
+    ] {
+        let out = cp.ctl(&[kind, "describe", name]).await;
+        out.assert_success();
+        snapshot(&format!("{kind}_describe"), &out);
+        for output in ["json", "yaml", "name"] {
+            let described = cp.ctl(&[kind, "describe", name, "-o", output]).await;
+            let got = cp.ctl(&[kind, "get", name, "-o", output]).await;
+            assert_eq!(described.stdout, got.stdout, "{kind} -o {output}");
+        }
+    }
+    cp.ctl(&["upstream", "describe", "nope"])
+        .await
+        .assert_refused();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_yaml_outputs_are_what_apply_takes() {
     let (_db, cp) = seeded().await;
