@@ -80,7 +80,14 @@ async fn run(server: &str, args: &[&str], input: Option<&str>) -> CliOutput {
         .args(args)
         .env_remove("GATEWAYCTL_SERVER")
         .env_remove("GATEWAYCTL_TOKEN")
-        .env("NO_COLOR", "1")
+        .env("NO_COLOR", "1");
+    output_of(command, input).await
+}
+
+/// Runs a prepared `gatewayctl` command to its end, with `input` on its standard input (none:
+/// no input at all), and collects what it printed.
+pub async fn output_of(mut command: Command, input: Option<&str>) -> CliOutput {
+    command
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -99,7 +106,7 @@ async fn run(server: &str, args: &[&str], input: Option<&str>) -> CliOutput {
     };
     let output = tokio::time::timeout(CLI_TIMEOUT, finished)
         .await
-        .unwrap_or_else(|_| panic!("gatewayctl {args:?} did not finish within {CLI_TIMEOUT:?}"))
+        .unwrap_or_else(|_| panic!("gatewayctl {command:?} did not finish within {CLI_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("cannot run gatewayctl: {e}"));
     CliOutput {
         status: output.status,

@@ -85,11 +85,10 @@ impl Managed for Certificate {
     const PLURAL: &'static str = "certificates";
 
     fn used_by(config: &gateway_proto::v1::Config, name: &str) -> Vec<String> {
-        config
-            .upstreams_using_certificate(name)
-            .iter()
-            .map(|n| gateway_proto::kind::resource_ref(gateway_proto::kind::Kind::Upstream, n))
-            .collect()
+        super::references(
+            gateway_proto::kind::Kind::Upstream,
+            config.upstreams_using_certificate(name),
+        )
     }
 
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {

@@ -128,11 +128,10 @@ impl Managed for HealthCheckPolicy {
     const PLURAL: &'static str = "health-check policies";
 
     fn used_by(config: &gateway_proto::v1::Config, name: &str) -> Vec<String> {
-        config
-            .upstreams_using_health_check(name)
-            .iter()
-            .map(|n| gateway_proto::kind::resource_ref(gateway_proto::kind::Kind::Upstream, n))
-            .collect()
+        super::references(
+            gateway_proto::kind::Kind::Upstream,
+            config.upstreams_using_health_check(name),
+        )
     }
 
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {

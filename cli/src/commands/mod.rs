@@ -246,6 +246,11 @@ pub(crate) async fn run_crud<R: Managed, A>(
     }
 }
 
+/// `route/a`, `route/b` for routes `a` and `b`.
+fn references(kind: gateway_proto::kind::Kind, names: Vec<String>) -> Vec<String> {
+    names.iter().map(|name| resource_ref(kind, name)).collect()
+}
+
 /// `used by: route/a, route/b` (or `nothing`), under `describe`'s table.
 fn used_by_line(references: &[String]) -> String {
     if references.is_empty() {

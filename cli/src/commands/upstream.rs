@@ -274,11 +274,10 @@ impl Managed for Upstream {
     const PLURAL: &'static str = "upstreams";
 
     fn used_by(config: &gateway_proto::v1::Config, name: &str) -> Vec<String> {
-        config
-            .routes_using_upstream(name)
-            .iter()
-            .map(|n| gateway_proto::kind::resource_ref(gateway_proto::kind::Kind::Route, n))
-            .collect()
+        super::references(
+            gateway_proto::kind::Kind::Route,
+            config.routes_using_upstream(name),
+        )
     }
 
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {

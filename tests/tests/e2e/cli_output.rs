@@ -344,28 +344,9 @@ async fn contexts_reach_the_server_and_never_print_a_token() {
             .env_remove("GATEWAYCTL_TOKEN_FILE")
             .env_remove("GATEWAYCTL_CONTEXT")
             .env_remove("GATEWAYCTL_OUTPUT")
-            .envs(env.iter().copied())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied());
         let stdin = stdin.map(str::to_owned);
-        async move {
-            let mut child = command.spawn().expect("run gatewayctl");
-            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                use tokio::io::AsyncWriteExt as _;
-                pipe.write_all(text.as_bytes()).await.unwrap();
-            }
-            let output = child.wait_with_output().await.unwrap();
-            CliOutput {
-                status: output.status,
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            }
-        }
+        async move { gateway_tests::output_of(command, stdin.as_deref()).await }
     };
     let never_shows_a_token = |out: &CliOutput| {
         for token in [TOKEN, WRONG] {
