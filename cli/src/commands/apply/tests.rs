@@ -530,3 +530,30 @@ fn a_json_array_of_documents_is_its_items() {
         "{errors:?}"
     );
 }
+
+/// `-f DIR` reads the YAML and JSON files in it, in name order, and nothing else.
+#[test]
+fn a_directory_gives_its_yaml_and_json_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"kind": "Upstream", "name": "b"}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "kind: Upstream\nname: a\n").unwrap();
+    std::fs::write(dir.path().join("c.yml"), "kind: Upstream\nname: c\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not config").unwrap();
+    let sources = read_sources(&[dir.path().to_owned()]).unwrap();
+    let files: Vec<&str> = sources
+        .iter()
+        .map(|s| s.name.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(files, ["a.yaml", "b.json", "c.yml"]);
+    let names: Vec<String> = parse_sources(&sources)
+        .unwrap()
+        .upstreams
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
