@@ -23,10 +23,10 @@ while (($#)); do
     esac
 done
 
-if ! command -v schemathesis >/dev/null; then
+# Run as a module: a fresh pip install may put the `schemathesis` script outside PATH.
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
     echo "schemathesis.sh: installing schemathesis (pip)" >&2
-    python3 -m pip install --quiet --user 'schemathesis>=4,<5'
-    export PATH="$HOME/.local/bin:$PATH"
+    python3 -m pip install --quiet 'schemathesis>=4,<5'
 fi
 if [[ ! -x $bin_dir/gateway-controlplane ]]; then
     echo "schemathesis.sh: $bin_dir/gateway-controlplane is missing: run cargo build -p gateway-controlplane" >&2
@@ -63,7 +63,7 @@ done
 status=0
 # From the temp directory, so schemathesis leaves nothing (.schemathesis/) in the checkout.
 cd "$work"
-schemathesis run "$base/openapi.json" \
+python3 -m schemathesis.cli run "$base/openapi.json" \
     --url "$base" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \

@@ -3,6 +3,7 @@
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
 use crate::process::binary_path;
@@ -63,6 +64,15 @@ impl CliOutput {
 
 /// Runs `gatewayctl --server <server> <args>`, with a clean environment for its own settings.
 pub async fn gatewayctl(server: &str, args: &[&str]) -> CliOutput {
+    run(server, args, None).await
+}
+
+/// Like [`gatewayctl`], with `input` on its standard input (for `-f -`).
+pub async fn gatewayctl_with_stdin(server: &str, args: &[&str], input: &str) -> CliOutput {
+    run(server, args, Some(input)).await
+}
+
+async fn run(server: &str, args: &[&str], input: Option<&str>) -> CliOutput {
     let mut command = Command::new(binary_path("gatewayctl"));
     command
         .arg("--server")
@@ -70,12 +80,33 @@ pub async fn gatewayctl(server: &str, args: &[&str]) -> CliOutput {
         .args(args)
         .env_remove("GATEWAYCTL_SERVER")
         .env_remove("GATEWAYCTL_TOKEN")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+        .env("NO_COLOR", "1");
+    output_of(command, input).await
+}
+
+/// Runs a prepared `gatewayctl` command to its end, with `input` on its standard input (none:
+/// no input at all), and collects what it printed.
+pub async fn output_of(mut command: Command, input: Option<&str>) -> CliOutput {
+    command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(CLI_TIMEOUT, command.output())
+    let finished = async {
+        let mut child = command.spawn()?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(input.as_bytes()).await?;
+            // Dropping it closes the pipe: the end of the input.
+        }
+        child.wait_with_output().await
+    };
+    let output = tokio::time::timeout(CLI_TIMEOUT, finished)
         .await
-        .unwrap_or_else(|_| panic!("gatewayctl {args:?} did not finish within {CLI_TIMEOUT:?}"))
+        .unwrap_or_else(|_| panic!("gatewayctl {command:?} did not finish within {CLI_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("cannot run gatewayctl: {e}"));
     CliOutput {
         status: output.status,

@@ -20,7 +20,7 @@ pub mod tls;
 mod upstream;
 mod wait;
 
-pub use cli::{CliOutput, gatewayctl};
+pub use cli::{CliOutput, gatewayctl, gatewayctl_with_stdin, output_of};
 pub use db::TestDb;
 pub use http::{HttpResponse, send, send_get};
 pub use json::{u64_field, violation_fields};

@@ -47,13 +47,20 @@
 //! are whole milliseconds (`*_ms`), enums are their full names, omitted fields take their zero
 //! value, and an unknown field is an error. Empty documents are skipped and not counted. A
 //! document may also be a sequence of such documents (a JSON array, what `list -o json` prints).
+//! JSON is read by the same parser, being YAML too.
 //!
-//! `-f -` reads standard input; `-f DIR` reads every `*.yaml` and `*.yml` file directly inside
-//! DIR, in name order; `-f` may be repeated. All documents of all files are sent as one `Apply`:
-//! every resource is created or replaced, or, on any error, nothing changes. Resources not in the
-//! files are left alone unless `--prune` (scoped by `--selector` labels) deletes them in the same
-//! transaction; `--dry-run` asks for the plan without committing. Every problem found in the files is reported, each naming the file,
-//! the document (counted from 1) and what is wrong, before anything is sent.
+//! `-f -` reads standard input; `-f DIR` reads every `*.yaml`, `*.yml` and `*.json` file directly
+//! inside DIR, in name order; `-f` may be repeated. All documents of all files are sent as one
+//! `Apply`: every resource is created or replaced, or, on any error, nothing changes. Resources
+//! not in the files are left alone unless `--prune` (scoped by `--selector` labels) deletes them
+//! in the same transaction; `--dry-run` asks for the plan without committing.
+//!
+//! Every problem found in the files is reported before anything is sent, each naming the file,
+//! the line and column of the offending key or value, the document (counted from 1) and the
+//! resource, then what is wrong:
+//! `gateway.yaml:14:3: document 2 (Route "api"): match: unknown field "pathprefix" (expected one
+//! of: hosts, methods, exact, prefix)`. The positions come from [`located`], a tree of the
+//! document that keeps them.
 //!
 //! With `--wait`, the command then follows the new version to the data planes (see [`wait`]).
 
@@ -70,16 +77,20 @@ use gateway_proto::v1::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter as _, Spanned};
 
 use super::Context;
 use crate::flags;
 use crate::output::{self, API_VERSION, Format};
+use located::{Position, Step, Tree};
 
+mod located;
 mod wait;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// A YAML file, `-` for standard input, or a directory of *.yaml/*.yml files; repeatable
+    /// A YAML or JSON file, `-` for standard input, or a directory of *.yaml/*.yml/*.json
+    /// files; repeatable
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
     /// Then wait until every connected data plane has applied the new version; fail, naming
@@ -236,10 +247,10 @@ pub(crate) fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
                 text,
             });
         } else if path.is_dir() {
-            let files = yaml_files(path)?;
+            let files = config_files(path)?;
             if files.is_empty() {
                 bail!(
-                    "{}: no *.yaml or *.yml files in this directory",
+                    "{}: no *.yaml, *.yml or *.json files in this directory",
                     path.display()
                 );
             }
@@ -253,13 +264,15 @@ pub(crate) fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
     Ok(sources)
 }
 
-fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn config_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry.with_context(|| format!("{}", dir.display()))?.path();
-        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-        if is_yaml && path.is_file() {
+        let is_config = path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+        if is_config && path.is_file() {
             files.push(path);
         }
     }
@@ -275,22 +288,39 @@ fn read_file(path: &Path) -> anyhow::Result<Source> {
     })
 }
 
-/// Where a document came from, for errors: `gateway.yaml: document 2 (Route "api")`.
+/// Where a document came from, for errors: `gateway.yaml:14:3: document 2 (Route "api")`.
 struct Origin<'a> {
     file: &'a str,
     document: usize,
     what: Option<String>,
 }
 
-impl Origin<'_> {
-    fn error(&self, message: impl std::fmt::Display) -> String {
-        match &self.what {
-            Some(what) => format!(
-                "{}: document {} ({what}): {message}",
-                self.file, self.document
-            ),
-            None => format!("{}: document {}: {message}", self.file, self.document),
+/// One thing wrong with a document, and where in the file it is when that is known.
+struct Problem {
+    at: Option<Position>,
+    message: String,
+}
+
+impl Problem {
+    fn at(at: Option<Position>, message: impl Into<String>) -> Self {
+        Self {
+            at,
+            message: message.into(),
         }
+    }
+}
+
+impl Origin<'_> {
+    fn error(&self, problem: Problem) -> String {
+        let mut text = self.file.to_owned();
+        if let Some(at) = problem.at {
+            text.push_str(&format!(":{at}"));
+        }
+        text.push_str(&format!(": document {}", self.document));
+        if let Some(what) = &self.what {
+            text.push_str(&format!(" ({what})"));
+        }
+        format!("{text}: {}", problem.message)
     }
 }
 
@@ -298,33 +328,33 @@ impl Origin<'_> {
 pub fn parse_sources(sources: &[Source]) -> Result<Config, Vec<String>> {
     let mut config = Config::default();
     let mut errors = Vec::new();
-    // (kind, name) -> "file document N", to report duplicates where both copies are.
+    // (kind, name) -> "file:line:column (document N)", to report duplicates where both copies are.
     let mut seen: HashMap<(Kind, String), String> = HashMap::new();
     for source in sources {
         let mut reader = source.text.as_bytes();
-        let documents = serde_saphyr::read::<_, Value>(&mut reader);
+        let documents = serde_saphyr::read::<_, Spanned<Tree>>(&mut reader);
         for (index, document) in documents.enumerate() {
             let mut origin = Origin {
                 file: &source.name,
                 document: index + 1,
                 what: None,
             };
-            let value = match document {
-                Ok(value) => value,
+            let document = match document {
+                Ok(document) => document,
                 Err(e) => {
                     errors.push(origin.error(yaml_error(&e)));
                     continue;
                 }
             };
             // A sequence of documents (what `list -o json` prints) counts as its items.
-            let items = match value {
-                Value::Array(items) => items,
-                value => vec![value],
+            let items = match &document.value {
+                Tree::Sequence(items) => items.iter().collect(),
+                _ => vec![&document],
             };
             for item in items {
                 origin.what = None;
-                if let Err(message) = parse_document(item, &mut origin, &mut config, &mut seen) {
-                    errors.push(origin.error(message));
+                if let Err(problem) = parse_document(item, &mut origin, &mut config, &mut seen) {
+                    errors.push(origin.error(problem));
                 }
             }
         }
@@ -337,25 +367,40 @@ pub fn parse_sources(sources: &[Source]) -> Result<Config, Vec<String>> {
 }
 
 fn parse_document(
-    value: Value,
+    document: &Spanned<Tree>,
     origin: &mut Origin<'_>,
     config: &mut Config,
     seen: &mut HashMap<(Kind, String), String>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
+    let start = Position::of(document.referenced);
+    let value_at = |key: &str| Tree::position(document, &[Step::Key(key)], true);
+    let value = document.value.to_value();
     let Value::Object(mut fields) = value else {
-        return Err(format!(
-            "expected a mapping with `kind:` and the resource's fields, found {}",
-            value_type(&value)
+        return Err(Problem::at(
+            start,
+            format!(
+                "expected a mapping with `kind:` and the resource's fields, found {}",
+                value_type(&value)
+            ),
         ));
     };
     let kind = match fields.remove("kind") {
-        None => return Err(format!("missing `kind` (expected one of {})", kinds())),
-        Some(Value::String(kind)) => Kind::from_document_kind(&kind)
-            .ok_or_else(|| format!("unknown kind {kind:?} (expected one of {})", kinds()))?,
+        None => {
+            return Err(Problem::at(
+                start,
+                format!("missing `kind` (expected one of {})", kinds()),
+            ));
+        }
+        Some(Value::String(kind)) => Kind::from_document_kind(&kind).ok_or_else(|| {
+            Problem::at(
+                value_at("kind"),
+                format!("unknown kind {kind:?} (expected one of {})", kinds()),
+            )
+        })?,
         Some(other) => {
-            return Err(format!(
-                "unknown kind {other} (expected one of {})",
-                kinds()
+            return Err(Problem::at(
+                value_at("kind"),
+                format!("unknown kind {other} (expected one of {})", kinds()),
             ));
         }
     };
@@ -373,8 +418,9 @@ fn parse_document(
         None => {}
         Some(Value::String(v)) if v == API_VERSION => {}
         Some(other) => {
-            return Err(format!(
-                "unsupported api_version {other} (expected {API_VERSION})"
+            return Err(Problem::at(
+                value_at("api_version"),
+                format!("unsupported api_version {other} (expected {API_VERSION})"),
             ));
         }
     }
@@ -383,10 +429,10 @@ fn parse_document(
     }
     let value = Value::Object(fields);
     match kind {
-        Kind::Upstream => add::<Upstream>(value, origin, config, seen),
-        Kind::Route => add::<Route>(value, origin, config, seen),
-        Kind::HealthCheck => add::<HealthCheckPolicy>(value, origin, config, seen),
-        Kind::Certificate => add::<Certificate>(value, origin, config, seen),
+        Kind::Upstream => add::<Upstream>(value, document, origin, config, seen),
+        Kind::Route => add::<Route>(value, document, origin, config, seen),
+        Kind::HealthCheck => add::<HealthCheckPolicy>(value, document, origin, config, seen),
+        Kind::Certificate => add::<Certificate>(value, document, origin, config, seen),
     }
 }
 
@@ -405,44 +451,88 @@ fn default_weights(fields: &mut serde_json::Map<String, Value>) {
 
 fn add<R: Resource + DeserializeOwned>(
     value: Value,
+    document: &Spanned<Tree>,
     origin: &Origin<'_>,
     config: &mut Config,
     seen: &mut HashMap<(Kind, String), String>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let resource: R = serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut path = e.path().to_string();
-        let raw = e.into_inner().to_string();
-        // The path of an unknown field ends with the field itself, which the message names.
-        if let Some(unknown) = unknown_name(&raw, "unknown field")
-            && let Some(parent) = path.strip_suffix(unknown)
+        let raw = e.inner().to_string();
+        let steps = steps(e.path());
+        // The path of an unknown field ends with the field itself, which the message names;
+        // the position is that of its key, any other error's that of the offending value.
+        let unknown = unknown_name(&raw, "unknown field");
+        let at = Tree::position(document, &steps, unknown.is_none());
+        let mut path = steps.as_slice();
+        if let (Some(unknown), Some((Step::Key(last), parent))) = (unknown, path.split_last())
+            && *last == unknown
         {
-            path = parent.trim_end_matches('.').to_owned();
+            path = parent;
         }
         let mut message = field_error(&raw);
+        let path = dotted(path);
         if path.ends_with("_ms") && raw.contains("invalid") {
             message.push_str(" (durations are whole milliseconds, e.g. 2000)");
         }
-        if path.is_empty() || path == "." {
-            message
+        if path.is_empty() {
+            Problem::at(at, message)
         } else {
-            format!("{path}: {message}")
+            Problem::at(at, format!("{path}: {message}"))
         }
     })?;
+    let name_at = Tree::position(document, &[Step::Key("name")], true);
     if resource.name().is_empty() {
-        return Err("missing `name`".into());
+        return Err(Problem::at(name_at, "missing `name`"));
     }
-    let here = format!("{} document {}", origin.file, origin.document);
+    let mut here = origin.file.to_owned();
+    if let Some(at) = name_at {
+        here.push_str(&format!(":{at}"));
+    }
+    here.push_str(&format!(" (document {})", origin.document));
     let key = (R::KIND, resource.name().to_owned());
     if let Some(first) = seen.get(&key) {
-        return Err(format!(
-            "{} {:?} is already defined in {first}",
-            R::KIND.document_kind(),
-            resource.name()
+        return Err(Problem::at(
+            name_at,
+            format!(
+                "{} {:?} is already defined at {first}",
+                R::KIND.document_kind(),
+                resource.name()
+            ),
         ));
     }
     seen.insert(key, here);
     R::list_mut(config).push(resource);
     Ok(())
+}
+
+/// The steps of a path `serde_path_to_error` reports, as far as they lead into the document.
+fn steps(path: &serde_path_to_error::Path) -> Vec<Step<'_>> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map_while(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key)),
+            Segment::Enum { variant } => Some(Step::Key(variant)),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// `match.hosts[1]`, as people read a path.
+fn dotted(path: &[Step<'_>]) -> String {
+    let mut text = String::new();
+    for step in path {
+        match step {
+            Step::Key(key) => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            Step::Index(index) => text.push_str(&format!("[{index}]")),
+        }
+    }
+    text
 }
 
 fn kinds() -> String {
@@ -464,9 +554,15 @@ fn value_type(value: &Value) -> &'static str {
     }
 }
 
-/// The YAML parser's message on one line (its source snippet would repeat the file).
-fn yaml_error(error: &serde_saphyr::Error) -> String {
-    format!("invalid YAML: {error}")
+/// The YAML parser's message on one line, its position in front like every other problem's
+/// (its source snippet would repeat the file).
+fn yaml_error(error: &serde_saphyr::Error) -> Problem {
+    let message = DefaultMessageFormatter.format_message(error.without_snippet());
+    Problem::at(
+        error.location().and_then(Position::of),
+        // The parser's own rendering would neutralise control characters; so does this.
+        format!("invalid YAML: {}", message.replace(char::is_control, " ")),
+    )
 }
 
 /// Rewrites serde's messages for people who write YAML: `unknown field "pathh" (expected one of:
@@ -498,7 +594,11 @@ fn field_error(message: &str) -> String {
         }
         return text;
     }
-    message.replace('`', "\"")
+    // Numbers arrive as strings in the JSON mapping, so a word where a number belongs fails
+    // as Rust's integer parser puts it.
+    message
+        .replace('`', "\"")
+        .replace("invalid digit found in string", "expected a whole number")
 }
 
 /// `X` in serde's "unknown field `X`, expected …".

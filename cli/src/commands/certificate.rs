@@ -27,6 +27,9 @@ pub enum CertificateCommand {
     },
     /// Show one certificate (without its private key)
     Get { name: String },
+    /// Show one certificate and what refers to it (the upstreams that present it); -o json|yaml|name print what
+    /// get prints
+    Describe { name: String },
     /// Delete a certificate (refused while an upstream presents it)
     #[command(visible_alias = "rm")]
     Delete { name: String },
@@ -72,6 +75,7 @@ pub async fn run(ctx: &Context, command: CertificateCommand) -> anyhow::Result<(
         CertificateCommand::Replace(args) => Crud::Replace(args.into_certificate()?),
         CertificateCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         CertificateCommand::Get { name } => Crud::Get(name),
+        CertificateCommand::Describe { name } => Crud::Describe(name),
         CertificateCommand::Delete { name } => Crud::Delete(name),
     };
     run_crud(ctx, verb, |certificate| certificate).await
@@ -79,6 +83,13 @@ pub async fn run(ctx: &Context, command: CertificateCommand) -> anyhow::Result<(
 
 impl Managed for Certificate {
     const PLURAL: &'static str = "certificates";
+
+    fn used_by(config: &gateway_proto::v1::Config, name: &str) -> Vec<String> {
+        super::references(
+            gateway_proto::kind::Kind::Upstream,
+            config.upstreams_using_certificate(name),
+        )
+    }
 
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {
         Ok(client.create_certificate(item).await?.into_inner())

@@ -27,6 +27,9 @@ pub enum HealthCheckCommand {
     },
     /// Show one health-check policy
     Get { name: String },
+    /// Show one health-check policy and what refers to it (the upstreams it checks); -o json|yaml|name print what
+    /// get prints
+    Describe { name: String },
     /// Delete a health-check policy (refused while an upstream uses it)
     #[command(visible_alias = "rm")]
     Delete { name: String },
@@ -115,6 +118,7 @@ pub async fn run(ctx: &Context, command: HealthCheckCommand) -> anyhow::Result<(
         HealthCheckCommand::Replace(args) => Crud::Replace(args),
         HealthCheckCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         HealthCheckCommand::Get { name } => Crud::Get(name),
+        HealthCheckCommand::Describe { name } => Crud::Describe(name),
         HealthCheckCommand::Delete { name } => Crud::Delete(name),
     };
     run_crud(ctx, verb, HealthCheckPolicy::from).await
@@ -122,6 +126,13 @@ pub async fn run(ctx: &Context, command: HealthCheckCommand) -> anyhow::Result<(
 
 impl Managed for HealthCheckPolicy {
     const PLURAL: &'static str = "health-check policies";
+
+    fn used_by(config: &gateway_proto::v1::Config, name: &str) -> Vec<String> {
+        super::references(
+            gateway_proto::kind::Kind::Upstream,
+            config.upstreams_using_health_check(name),
+        )
+    }
 
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {
         Ok(client.create_health_check(item).await?.into_inner())

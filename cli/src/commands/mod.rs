@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use gateway_proto::kind::{Resource, resource_ref};
-use gateway_proto::v1::ListRequest;
 use gateway_proto::v1::admin_service_client::AdminServiceClient;
+use gateway_proto::v1::{Config, ListRequest};
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -152,6 +152,8 @@ pub enum Crud<A> {
     /// With a label selector (all must match).
     List(BTreeMap<String, String>),
     Get(String),
+    /// `get`, and in the table views what refers to the resource.
+    Describe(String),
     Delete(String),
 }
 
@@ -169,6 +171,11 @@ pub(crate) trait Managed: Resource + Serialize + Row + Sized {
     async fn get(client: &mut Client, name: String) -> Result<Self, tonic::Status>;
     /// Returns the config version the delete produced.
     async fn delete(client: &mut Client, name: String) -> Result<u64, tonic::Status>;
+    /// The resources of `config` that refer to the one named `name` (`route/api`), which a
+    /// delete would be refused for.
+    fn used_by(_config: &Config, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Runs one verb; `build` turns flags into the resource (locally, before connecting).
@@ -210,6 +217,19 @@ pub(crate) async fn run_crud<R: Managed, A>(
                 .map_err(|s| ctx.rpc_error(s))?;
             output::resource(format, &item)
         }
+        Crud::Describe(name) => {
+            let mut client = ctx.client().await?;
+            let item = R::get(&mut client, name)
+                .await
+                .map_err(|s| ctx.rpc_error(s))?;
+            output::resource(format, &item)?;
+            if matches!(format, Format::Table | Format::Wide) {
+                let version = export::current_version(ctx, &mut client).await?;
+                let config = export::config_at(ctx, &mut client, version).await?;
+                output::emit(&used_by_line(&R::used_by(&config, item.name())))?;
+            }
+            Ok(())
+        }
         Crud::Delete(name) => {
             let mut client = ctx.client().await?;
             let version = R::delete(&mut client, name.clone())
@@ -223,6 +243,20 @@ pub(crate) async fn run_crud<R: Managed, A>(
             let text = format!("{reference} deleted (config version {version})\n");
             output::message(format, &response, &text)
         }
+    }
+}
+
+/// `route/a`, `route/b` for routes `a` and `b`.
+fn references(kind: gateway_proto::kind::Kind, names: Vec<String>) -> Vec<String> {
+    names.iter().map(|name| resource_ref(kind, name)).collect()
+}
+
+/// `used by: route/a, route/b` (or `nothing`), under `describe`'s table.
+fn used_by_line(references: &[String]) -> String {
+    if references.is_empty() {
+        "used by: nothing\n".to_owned()
+    } else {
+        format!("used by: {}\n", references.join(", "))
     }
 }
 

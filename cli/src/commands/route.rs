@@ -25,6 +25,9 @@ pub enum RouteCommand {
     },
     /// Show one route
     Get { name: String },
+    /// Show one route as get does (nothing refers to a route); -o json|yaml|name print
+    /// what get prints
+    Describe { name: String },
     /// Delete a route
     #[command(visible_alias = "rm")]
     Delete { name: String },
@@ -175,6 +178,7 @@ pub async fn run(ctx: &Context, command: RouteCommand) -> anyhow::Result<()> {
         RouteCommand::Replace(args) => Crud::Replace(args),
         RouteCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         RouteCommand::Get { name } => Crud::Get(name),
+        RouteCommand::Describe { name } => Crud::Describe(name),
         RouteCommand::Delete { name } => Crud::Delete(name),
     };
     run_crud(ctx, verb, Route::from).await

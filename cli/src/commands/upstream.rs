@@ -28,6 +28,9 @@ pub enum UpstreamCommand {
     },
     /// Show one upstream
     Get { name: String },
+    /// Show one upstream and what refers to it (the routes that send traffic to it); -o json|yaml|name print what
+    /// get prints
+    Describe { name: String },
     /// Delete an upstream (refused while a route uses it)
     #[command(visible_alias = "rm")]
     Delete { name: String },
@@ -232,6 +235,7 @@ pub async fn run(ctx: &Context, command: UpstreamCommand) -> anyhow::Result<()> 
         UpstreamCommand::Replace(args) => Crud::Replace(args.into_upstream()?),
         UpstreamCommand::List { selector } => Crud::List(selector.into_iter().collect()),
         UpstreamCommand::Get { name } => Crud::Get(name),
+        UpstreamCommand::Describe { name } => Crud::Describe(name),
         UpstreamCommand::Delete { name } => Crud::Delete(name),
         UpstreamCommand::Health { name } => return health(ctx, name).await,
     };
@@ -275,6 +279,13 @@ impl Row for ObservedTargetHealth {
 
 impl Managed for Upstream {
     const PLURAL: &'static str = "upstreams";
+
+    fn used_by(config: &gateway_proto::v1::Config, name: &str) -> Vec<String> {
+        super::references(
+            gateway_proto::kind::Kind::Route,
+            config.routes_using_upstream(name),
+        )
+    }
 
     async fn create(client: &mut Client, item: Self) -> Result<Self, tonic::Status> {
         Ok(client.create_upstream(item).await?.into_inner())

@@ -4,6 +4,8 @@
 //! `gateway.v1` descriptor set ([`proto`]). Served at `/openapi.json`; `controlplane/openapi.json`
 //! is a committed copy that a test keeps equal to this output.
 
+mod examples;
+mod links;
 mod proto;
 
 use std::borrow::Cow;
@@ -38,6 +40,8 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
     document.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+    links::add(&mut document);
+    examples::add(&mut document);
     document
 }
 
@@ -382,5 +386,42 @@ mod tests {
             serde_json::json!([{}]),
             "probes need no token"
         );
+    }
+
+    /// Links lead from where a name first appears to the operations on that resource, so a
+    /// client (or a stateful fuzzer) reaches resources that exist.
+    #[test]
+    fn responses_link_to_the_operations_on_the_resource_they_name() {
+        let document: serde_json::Value =
+            serde_json::from_str(&super::super::rest::openapi_json()).unwrap();
+        let paths = &document["paths"];
+        let link = |path: &str, method: &str, status: &str, target: &str| {
+            paths[path][method]["responses"][status]["links"][target].clone()
+        };
+        assert_eq!(
+            link("/v1/upstreams", "post", "201", "GetUpstreamHealth"),
+            serde_json::json!({
+                "operationId": "GetUpstreamHealth",
+                "parameters": {"name": "$response.body#/name"}
+            })
+        );
+        assert_eq!(
+            link("/v1/routes", "get", "200", "DeleteRoute")["parameters"]["name"],
+            "$response.body#/items/0/name"
+        );
+        assert_eq!(
+            link("/v1/routes/{name}", "put", "201", "PatchRoute")["parameters"]["name"],
+            "$request.path.name"
+        );
+        assert_eq!(
+            link("/v1/tokens", "post", "201", "RevokeToken")["parameters"]["name"],
+            "$response.body#/token/name"
+        );
+        assert_eq!(
+            link("/v1/versions", "get", "200", "GetVersion")["parameters"]["version"],
+            "$response.body#/items/0/version"
+        );
+        // An operation does not link to itself.
+        assert!(link("/v1/routes/{name}", "put", "200", "UpsertRoute").is_null());
     }
 }

@@ -114,6 +114,30 @@ async fn list_and_get_in_every_output_format() {
     snapshot("upstream_list_selector", &out);
 }
 
+/// `describe` is `get` plus, in the table views, what refers to the resource (what a delete
+/// would be refused for); its JSON and YAML are exactly `get`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_what_refers_to_a_resource() {
+    let (_db, cp) = seeded().await;
+    for (kind, name) in [
+        ("upstream", "web"),
+        ("route", "web-root"),
+        ("healthcheck", "hc"),
+    ] {
+        let out = cp.ctl(&[kind, "describe", name]).await;
+        out.assert_success();
+        snapshot(&format!("{kind}_describe"), &out);
+        for output in ["json", "yaml", "name"] {
+            let described = cp.ctl(&[kind, "describe", name, "-o", output]).await;
+            let got = cp.ctl(&[kind, "get", name, "-o", output]).await;
+            assert_eq!(described.stdout, got.stdout, "{kind} -o {output}");
+        }
+    }
+    cp.ctl(&["upstream", "describe", "nope"])
+        .await
+        .assert_refused();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_yaml_outputs_are_what_apply_takes() {
     let (_db, cp) = seeded().await;
@@ -223,6 +247,42 @@ async fn errors_are_one_line_with_a_non_zero_exit() {
     assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
 }
 
+/// A problem in an apply file names the file, the line and column of the offending key or value,
+/// the document and the resource, in YAML and in JSON read from standard input; nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_errors_name_file_line_column_and_document() {
+    let (_db, cp) = seeded().await;
+    let before = cp.version().await;
+    let yaml = cp.write_file(
+        "gateway.yaml",
+        &format!(
+            "{CONFIG}---\n\
+             # A second route.\n\
+             kind: Route\n\
+             name: api\n\
+             upstream: api\n\
+             match:\n  hosts: [api.local]\n  pathprefix: /v1\n"
+        ),
+    );
+    let out = cp
+        .ctl(&["apply", "-f", yaml.to_str().expect("temp paths are UTF-8")])
+        .await;
+    out.assert_refused();
+    snapshot("error_apply_unknown_field_yaml", &out);
+
+    let json = "[\n  {\"kind\": \"Upstream\", \"name\": \"api\",\n   \"targets\": [{\"address\": \"10.0.0.3:8080\", \"weight\": \"heavy\"}]}\n]\n";
+    let out =
+        gateway_tests::gatewayctl_with_stdin(&cp.grpc_url(), &["apply", "-f", "-"], json).await;
+    out.assert_refused();
+    snapshot("error_apply_bad_value_json_stdin", &out);
+
+    assert_eq!(
+        cp.version().await,
+        before,
+        "an invalid file changed nothing"
+    );
+}
+
 /// Colour only on a terminal without NO_COLOR: piped output never carries escape codes, with or
 /// without NO_COLOR set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +321,83 @@ async fn no_colour_when_not_a_terminal() {
             }
         }
     }
+}
+
+/// Contexts through the real binary, against a control plane that needs a token: the stored
+/// context reaches the server; flags beat the environment, which beats the file; and no
+/// listing, in any format, nor any error shows a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_reach_the_server_and_never_print_a_token() {
+    const TOKEN: &str = "e2e-context-token-0123456789abcdef";
+    const WRONG: &str = "e2e-wrong-token-fedcba9876543210";
+    let db = TestDb::create().await;
+    let cp = ControlPlane::start_with_args(&db, &["--bootstrap-token", TOKEN]).await;
+    let home = tempfile::tempdir().unwrap();
+    let ctl = |args: &[&str], env: &[(&str, &str)], stdin: Option<&str>| {
+        let mut command = Command::new(binary_path("gatewayctl"));
+        command
+            .args(args)
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("NO_COLOR", "1")
+            .env_remove("GATEWAYCTL_SERVER")
+            .env_remove("GATEWAYCTL_TOKEN")
+            .env_remove("GATEWAYCTL_TOKEN_FILE")
+            .env_remove("GATEWAYCTL_CONTEXT")
+            .env_remove("GATEWAYCTL_OUTPUT")
+            .envs(env.iter().copied());
+        let stdin = stdin.map(str::to_owned);
+        async move { gateway_tests::output_of(command, stdin.as_deref()).await }
+    };
+    let never_shows_a_token = |out: &CliOutput| {
+        for token in [TOKEN, WRONG] {
+            assert!(
+                !out.stdout.contains(token) && !out.stderr.contains(token),
+                "printed a token: {out:?}"
+            );
+        }
+    };
+
+    let server = cp.grpc_url();
+    let out = ctl(
+        &[
+            "config",
+            "set-context",
+            "prod",
+            "--server",
+            &server,
+            "--token-stdin",
+            "--use",
+        ],
+        &[],
+        Some(&format!("{TOKEN}\n")),
+    )
+    .await;
+    out.assert_success();
+    never_shows_a_token(&out);
+    for output in ["table", "wide", "json", "yaml", "name"] {
+        let out = ctl(&["config", "get-contexts", "-o", output], &[], None).await;
+        out.assert_success();
+        never_shows_a_token(&out);
+        assert!(out.stdout.contains("prod"), "{out:?}");
+    }
+    // The file's context and token reach the server.
+    ctl(&["upstream", "list"], &[], None).await.assert_success();
+    // The environment beats the file, and the refusal does not repeat the token.
+    let out = ctl(&["upstream", "list"], &[("GATEWAYCTL_TOKEN", WRONG)], None).await;
+    out.assert_refused();
+    never_shows_a_token(&out);
+    // A flag beats the environment.
+    let out = ctl(
+        &["--token", TOKEN, "upstream", "list"],
+        &[("GATEWAYCTL_TOKEN", WRONG)],
+        None,
+    )
+    .await;
+    out.assert_success();
+    let out = ctl(&["--token", WRONG, "upstream", "list"], &[], None).await;
+    out.assert_refused();
+    never_shows_a_token(&out);
+    let out = ctl(&["--context", "nope", "upstream", "list"], &[], None).await;
+    out.assert_refused();
+    never_shows_a_token(&out);
 }

@@ -138,7 +138,7 @@ fn unknown_field_names_file_document_resource_and_field() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     let error = &errors[0];
     assert!(
-        error.starts_with("gateway.yaml: document 2 (Route \"api\"): "),
+        error.starts_with("gateway.yaml:7:9: document 2 (Route \"api\"): "),
         "{error}"
     );
     assert!(error.contains("unknown field \"pathh\""), "{error}");
@@ -146,13 +146,72 @@ fn unknown_field_names_file_document_resource_and_field() {
     assert!(!error.contains("loadBalancing"), "{error}");
 }
 
+/// The line and column are those of the offending key in the file, across documents.
+#[test]
+fn unknown_field_points_at_its_key_in_the_file() {
+    let text = "\
+kind: Upstream
+name: web
+targets:
+  - address: 10.0.0.1:8080
+---
+# The API route.
+kind: Route
+api_version: gateway/v1
+name: api
+upstream: web
+priority: 10
+match:
+  hosts: [api.example.com]
+  pathprefix: /v1
+";
+    assert_eq!(
+        parse_err(text),
+        vec![
+            "gateway.yaml:14:3: document 2 (Route \"api\"): match: unknown field \"pathprefix\" \
+             (expected one of: hosts, methods, exact, prefix)"
+        ]
+    );
+}
+
+/// A value of the wrong type or range points at the value, however deep it is.
+#[test]
+fn bad_values_point_at_the_value() {
+    let errors = parse_err(
+        "kind: Upstream\nname: web\ntargets:\n  - address: a:1\n  - address: b:1\n    weight: heavy\n",
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .starts_with("gateway.yaml:6:13: document 1 (Upstream \"web\"): targets[1].weight: "),
+        "{errors:?}"
+    );
+}
+
+/// JSON is read by the same parser, so its errors carry positions too, from a file or stdin.
+#[test]
+fn json_errors_name_line_and_column() {
+    let json = "{\n  \"kind\": \"Route\",\n  \"name\": \"api\",\n  \"match\": {\"prefix\": \"/\", \"hostz\": []}\n}\n";
+    for name in ["gateway.json", "<stdin>"] {
+        let errors = parse_sources(&[source(name, json)]).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![format!(
+                "{name}:4:28: document 1 (Route \"api\"): match: unknown field \"hostz\" \
+                 (expected one of: hosts, methods, exact, prefix; did you mean \"hosts\"?)"
+            )]
+        );
+    }
+}
+
 #[test]
 fn misspelt_top_level_field_suggests_the_right_one() {
     let errors = parse_err("kind: Upstream\nname: web\ntarget: []\n");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0]
-            .starts_with("gateway.yaml: document 1 (Upstream \"web\"): unknown field \"target\""),
+        errors[0].starts_with(
+            "gateway.yaml:3:1: document 1 (Upstream \"web\"): unknown field \"target\""
+        ),
         "{}",
         errors[0]
     );
@@ -168,7 +227,7 @@ fn unknown_kind_is_named() {
     let errors = parse_err("kind: Upstream\nname: web\n---\nkind: Listener\nname: site\n");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with("gateway.yaml: document 2: unknown kind \"Listener\""),
+        errors[0].starts_with("gateway.yaml:4:7: document 2: unknown kind \"Listener\""),
         "{}",
         errors[0]
     );
@@ -182,12 +241,13 @@ fn missing_kind_and_wrong_api_version_are_errors() {
     let errors = parse_err("name: web\n---\nkind: Route\napi_version: gateway/v2\nname: api\n");
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
-        errors[0].starts_with("gateway.yaml: document 1: missing `kind`"),
+        errors[0].starts_with("gateway.yaml:1:1: document 1: missing `kind`"),
         "{}",
         errors[0]
     );
     assert!(
-        errors[1].starts_with("gateway.yaml: document 2 (Route \"api\"): unsupported api_version"),
+        errors[1]
+            .starts_with("gateway.yaml:4:14: document 2 (Route \"api\"): unsupported api_version"),
         "{}",
         errors[1]
     );
@@ -199,21 +259,23 @@ fn bad_yaml_names_file_and_document() {
 
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with("gateway.yaml: document 2: invalid YAML: "),
+        errors[0].starts_with("gateway.yaml:5:7: document 2: invalid YAML: "),
         "{}",
         errors[0]
     );
-    // The position is in the file, not in the document.
-    assert!(errors[0].contains("line 5"), "{}", errors[0]);
+    // The position is in the file, not in the document, and said once.
+    assert!(!errors[0].contains("line 5"), "{}", errors[0]);
 }
 
 #[test]
 fn a_document_that_is_not_a_mapping_is_an_error() {
     // A sequence is a list of documents (see below); its items must be mappings too.
-    for text in ["just text\n", "- 1\n"] {
+    for (text, at) in [("just text\n", "1:1"), ("- 1\n", "1:3")] {
         let errors = parse_err(text);
         assert!(
-            errors[0].starts_with("gateway.yaml: document 1: expected a mapping"),
+            errors[0].starts_with(&format!(
+                "gateway.yaml:{at}: document 1: expected a mapping"
+            )),
             "{text:?}: {errors:?}"
         );
     }
@@ -227,7 +289,7 @@ fn wrong_types_and_enum_names_are_reported_with_their_field() {
     );
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
-        errors[0].starts_with("gateway.yaml: document 1 (Upstream \"web\"): load_balancing: "),
+        errors[0].starts_with("gateway.yaml:3:17: document 1 (Upstream \"web\"): load_balancing: "),
         "{}",
         errors[0]
     );
@@ -237,7 +299,8 @@ fn wrong_types_and_enum_names_are_reported_with_their_field() {
         errors[0]
     );
     assert!(
-        errors[1].starts_with("gateway.yaml: document 2 (HealthCheckPolicy \"hc\"): interval_ms: "),
+        errors[1]
+            .starts_with("gateway.yaml:7:14: document 2 (HealthCheckPolicy \"hc\"): interval_ms: "),
         "{}",
         errors[1]
     );
@@ -257,12 +320,12 @@ fn every_error_of_every_file_is_reported() {
     .unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
-        errors[0].starts_with("a.yaml: document 1 (Route \"api\")"),
+        errors[0].starts_with("a.yaml:3:1: document 1 (Route \"api\")"),
         "{}",
         errors[0]
     );
     assert!(
-        errors[1].starts_with("b.yaml: document 1: unknown kind"),
+        errors[1].starts_with("b.yaml:1:7: document 1: unknown kind"),
         "{}",
         errors[1]
     );
@@ -281,7 +344,7 @@ fn duplicates_across_files_name_both_places() {
     assert_eq!(
         errors,
         vec![
-            "b.yaml: document 2 (Upstream \"web\"): Upstream \"web\" is already defined in a.yaml document 1"
+            "b.yaml:5:7: document 2 (Upstream \"web\"): Upstream \"web\" is already defined at a.yaml:2:7 (document 1)"
         ]
     );
 }
@@ -291,7 +354,7 @@ fn a_resource_needs_a_name() {
     let errors = parse_err("kind: Upstream\ntargets: []\n");
     assert_eq!(
         errors,
-        vec!["gateway.yaml: document 1 (Upstream): missing `name`"]
+        vec!["gateway.yaml:1:1: document 1 (Upstream): missing `name`"]
     );
 }
 
@@ -463,8 +526,34 @@ fn a_json_array_of_documents_is_its_items() {
     let errors = parse_err(r#"[{"kind": "Upstream", "name": "a"}, {"kind": "Nope"}]"#);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with("gateway.yaml: document 1"),
+        errors[0].starts_with("gateway.yaml:1:46: document 1: unknown kind"),
         "{errors:?}"
     );
-    assert!(errors[0].contains("unknown kind"), "{errors:?}");
+}
+
+/// `-f DIR` reads the YAML and JSON files in it, in name order, and nothing else.
+#[test]
+fn a_directory_gives_its_yaml_and_json_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"kind": "Upstream", "name": "b"}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "kind: Upstream\nname: a\n").unwrap();
+    std::fs::write(dir.path().join("c.yml"), "kind: Upstream\nname: c\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not config").unwrap();
+    let sources = read_sources(&[dir.path().to_owned()]).unwrap();
+    let files: Vec<&str> = sources
+        .iter()
+        .map(|s| s.name.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(files, ["a.yaml", "b.json", "c.yml"]);
+    let names: Vec<String> = parse_sources(&sources)
+        .unwrap()
+        .upstreams
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
 }
