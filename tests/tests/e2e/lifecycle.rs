@@ -426,6 +426,26 @@ async fn a_drain_under_load_while_another_data_plane_takes_over_drops_no_request
         let addr = first.addr();
         tokio::spawn(async move { gateway_tests::send_get(addr, "slow.local", "/").await })
     };
+    // An HTTP/2 (h2c) connection with a long request in flight: the request finishes, then the
+    // drain closes the connection with GOAWAY (a clean end, not a reset).
+    let (mut h2, h2_connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(TcpStream::connect(first.addr()).await.unwrap()),
+    )
+    .await
+    .expect("an h2c connection");
+    let h2_connection = tokio::spawn(h2_connection);
+    let h2_long = h2.send_request(
+        Request::get("http://slow.local/")
+            .body(Empty::<Bytes>::new())
+            .unwrap(),
+    );
+    let h2_long = tokio::spawn(async move {
+        let response = h2_long.await?;
+        let status = response.status();
+        response.into_body().collect().await?;
+        Ok::<_, hyper::Error>(status)
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let messages_before = stream.exchanged();
     let drain_started = Instant::now();
@@ -439,6 +459,20 @@ async fn a_drain_under_load_while_another_data_plane_takes_over_drops_no_request
         .expect("the long request survived the drain");
     assert_eq!(long.status, StatusCode::OK);
     assert_eq!(long.text(), "slow");
+    let h2_long = h2_long.await.unwrap();
+    assert_eq!(
+        h2_long.expect("the HTTP/2 request survived the drain"),
+        StatusCode::OK
+    );
+    let h2_ended = tokio::time::timeout(SOON, h2_connection)
+        .await
+        .expect("the drain closed the HTTP/2 connection")
+        .unwrap();
+    assert!(
+        h2_ended.is_ok(),
+        "the HTTP/2 connection ended with GOAWAY, not an error: {h2_ended:?}"
+    );
+    assert!(h2.is_closed(), "no new stream after GOAWAY");
     // The listener has closed (this probe is not part of the load) ...
     let waited = Instant::now();
     while TcpStream::connect(first.addr()).await.is_ok() {
