@@ -4,6 +4,7 @@
 //!
 //! `cargo bench -p gateway-dataplane --bench observe`
 //!
+//! - `request_id`: a client's `x-request-id` kept, or a new one generated and set. Always on.
 //! - `metrics`: what a finished request records — its route's counters (method and status
 //!   class), request-duration histogram, bytes in and out, and its upstream's attempt counter and
 //!   histogram. Always on.
@@ -51,6 +52,32 @@ fn request_headers() -> HeaderMap {
     headers
 }
 
+mod request_id {
+    use gateway_dataplane::telemetry::request_id::RequestIds;
+
+    use super::*;
+
+    #[divan::bench]
+    fn kept(bencher: Bencher) {
+        let ids = RequestIds::default();
+        bencher
+            .with_inputs(|| {
+                let mut headers = request_headers();
+                headers.insert("x-request-id", HeaderValue::from_static("client-id-1"));
+                headers
+            })
+            .bench_local_refs(|headers| ids.ensure(headers));
+    }
+
+    #[divan::bench]
+    fn generated(bencher: Bencher) {
+        let ids = RequestIds::default();
+        bencher
+            .with_inputs(request_headers)
+            .bench_local_refs(|headers| ids.ensure(headers));
+    }
+}
+
 mod metrics {
     use super::*;
 
@@ -89,7 +116,14 @@ mod metrics {
 mod access_log {
     use super::*;
 
-    fn record(route: &Arc<RouteStats>, target: &Arc<TargetState>, uri: &Uri) -> AccessRecord {
+    /// What the proxy hands over: clones of what the request holds (the trace id was read
+    /// when the request arrived).
+    fn record(
+        route: &Arc<RouteStats>,
+        target: &Arc<TargetState>,
+        uri: &Uri,
+        trace_id: Option<opentelemetry::trace::TraceId>,
+    ) -> AccessRecord {
         AccessRecord {
             time: SystemTime::now(),
             method: Method::GET,
@@ -104,7 +138,7 @@ mod access_log {
             target: Some(Arc::clone(target)),
             route: Some(Arc::clone(route)),
             request_id: HeaderValue::from_static("5f0c6a1e2b3d4c5e6f708192a3b4c5d6"),
-            trace_id: incoming_trace_id(&request_headers()),
+            trace_id,
             retries: 0,
         }
     }
@@ -128,7 +162,8 @@ mod access_log {
         let route = Arc::new(RouteStats::new("shop", "shop-pool"));
         let target = Arc::new(TargetState::new("shop-pool", "10.0.0.7:8080"));
         let uri: Uri = "/items/7?color=blue".parse().expect("a URI");
-        bencher.bench(|| log.send(record(&route, &target, &uri)));
+        let trace_id = incoming_trace_id(&request_headers());
+        bencher.bench(|| log.send(record(&route, &target, &uri, trace_id)));
     }
 
     /// On the writer thread: one JSON line.
@@ -137,7 +172,7 @@ mod access_log {
         let route = Arc::new(RouteStats::new("shop", "shop-pool"));
         let target = Arc::new(TargetState::new("shop-pool", "10.0.0.7:8080"));
         let uri: Uri = "/items/7?color=blue".parse().expect("a URI");
-        let record = record(&route, &target, &uri);
+        let record = record(&route, &target, &uri, incoming_trace_id(&request_headers()));
         let mut line = Vec::with_capacity(512);
         bencher.bench_local(|| format_line(black_box(&record), &mut line));
     }
