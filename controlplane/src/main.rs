@@ -27,8 +27,7 @@ use anyhow::Context;
 use clap::Parser;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::net::TcpListener;
 
 use crate::discovery::MAX_MESSAGE_BYTES;
@@ -302,56 +301,36 @@ fn init_logging(
     flags: &Flags,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<SdkTracerProvider>> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let fmt = if flags.log_format == "json" {
-        fmt.json().with_filter(filter).boxed()
-    } else {
-        fmt.with_filter(filter).boxed()
+    let log = telemetry::LogOutput {
+        json: flags.log_format == "json",
+        ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        filter,
+        writer: tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
     };
-    let store_timings = telemetry::StoreTimings(Arc::clone(metrics)).with_filter(
-        tracing_subscriber::filter::filter_fn(|meta| meta.name().starts_with("store.")),
-    );
-    let (otel, provider) = match flags.otlp_endpoint.as_deref().map(str::trim) {
+    let (tracer, provider) = match flags.otlp_endpoint.as_deref().map(str::trim) {
         Some(endpoint) if !endpoint.is_empty() => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.to_string())
                 .build()
                 .with_context(|| format!("--otlp-endpoint {endpoint}"))?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                    flags.trace_sample_ratio,
-                ))))
-                .with_resource(
-                    Resource::builder()
-                        .with_service_name(flags.otel_service_name.clone())
-                        .build(),
-                )
-                .build();
-            let tracer = provider.tracer("gateway-controlplane");
-            // Admin calls and their store queries; not the diagnostic events.
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                    meta.is_span() && (meta.name() == "admin" || meta.name().starts_with("store."))
-                }));
-            (Some(layer), Some(provider))
+            let provider = telemetry::tracer_provider(
+                exporter,
+                flags.trace_sample_ratio,
+                &flags.otel_service_name,
+            );
+            (
+                Some(provider.tracer("gateway-controlplane")),
+                Some(provider),
+            )
         }
         _ => (None, None),
     };
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(store_timings)
-        .with(otel)
+    telemetry::subscriber(log, metrics, tracer)
         .try_init()
         .context("installing the log subscriber")?;
     Ok(provider)

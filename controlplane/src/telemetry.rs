@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter, Tracer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,7 +22,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::Subscriber;
 use tracing::span::{Attributes, Id};
-use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -309,6 +313,91 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Spans batched to `exporter`; new traces sampled at `ratio`, continued ones as the caller
+/// decided.
+pub fn tracer_provider(
+    exporter: impl SpanExporter + 'static,
+    ratio: f64,
+    service_name: &str,
+) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build(),
+        )
+        .build()
+}
+
+/// Where and how diagnostic logs go.
+pub struct LogOutput {
+    pub json: bool,
+    pub ansi: bool,
+    /// Which events and spans are logged (`RUST_LOG`); it does not limit what is traced.
+    pub filter: EnvFilter,
+    pub writer: BoxMakeWriter,
+}
+
+/// The process's subscriber: diagnostic logs, store timings into the metrics, and, with a
+/// tracer, admin calls and their store queries as spans. `main` installs exactly this; the
+/// tests below run admin calls under it with an in-memory exporter.
+pub fn subscriber(
+    log: LogOutput,
+    metrics: &Arc<Metrics>,
+    tracer: Option<Tracer>,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> {
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(log.ansi)
+        .with_writer(log.writer);
+    let fmt = if log.json {
+        fmt.json().with_filter(log.filter).boxed()
+    } else {
+        fmt.with_filter(log.filter).boxed()
+    };
+    let store_timings = StoreTimings(Arc::clone(metrics))
+        .with_filter(never_cached(|meta| meta.name().starts_with("store.")));
+    // Admin calls and their store queries; not the diagnostic events.
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(never_cached(|meta| {
+                meta.is_span() && (meta.name() == "admin" || meta.name().starts_with("store."))
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(store_timings)
+        .with(otel)
+}
+
+/// A per-layer filter whose "yes" is asked again at every span, never cached per callsite.
+///
+/// Per-layer filters keep each layer's verdict in a thread-local between the subscriber's
+/// `enabled` and the `new_span` (or event) that follows it. Something may ask `enabled` without
+/// following up: the `log` bridge (`LogTracer`, installed by `try_init`) answers sqlx's
+/// `log_enabled!` check at the end of every query that way, and leaves that event's verdict
+/// ("not for the span layers") behind. A callsite whose interest is cached as "always" skips
+/// `enabled` and goes straight to `new_span`, which then takes the stale verdict: the next
+/// `store.*` span on that thread was dropped from traces and store timings (a query followed
+/// by another, as in most multi-query calls). Asking at each span resets the verdict first.
+fn never_cached<S>(
+    wanted: fn(&tracing::Metadata<'_>) -> bool,
+) -> impl tracing_subscriber::layer::Filter<S> {
+    tracing_subscriber::filter::dynamic_filter_fn(move |meta, _| wanted(meta)).with_callsite_filter(
+        move |meta| {
+            if wanted(meta) {
+                tracing::subscriber::Interest::sometimes()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        },
+    )
 }
 
 /// Times spans named `store.*` into `gateway_store_query_duration_seconds`.

@@ -432,7 +432,8 @@ fn spawn_workers(
                             return;
                         }
                     };
-                    tokio::join!(
+                    let mut stop = stopped.clone();
+                    let ((), (), stopped_at) = tokio::join!(
                         proxy::serve_with(
                             plain,
                             Arc::clone(&proxy),
@@ -449,7 +450,25 @@ fn spawn_workers(
                             &limits,
                             Some(acceptor)
                         ),
+                        async move {
+                            proxy::stop_requested(&mut stop).await;
+                            tokio::time::Instant::now()
+                        },
                     );
+                    // Upgraded connections (WebSocket) run on this runtime but outside the
+                    // servers' graceful shutdown: keep it alive for them, within the same
+                    // drain timeout, counted from when the listeners stopped.
+                    let deadline = stopped_at + drain_timeout;
+                    if tokio::time::timeout_at(deadline, proxy::tunnels_closed())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            open = proxy::open_tunnels(),
+                            worker = index,
+                            "tunnels still open after the drain timeout; closing them"
+                        );
+                    }
                 });
                 let _ = finished.send(());
             })

@@ -46,7 +46,9 @@ pub use error::{ProxyError, Side, json_response};
 pub use observe::{ObservedBody, Observers};
 pub use response::{Record, ResponseBody};
 pub use server::{ServerLimits, serve, serve_with};
-pub use tunnel::DEFAULT_TUNNEL_IDLE_TIMEOUT;
+pub use tunnel::{
+    DEFAULT_TUNNEL_IDLE_TIMEOUT, all_closed as tunnels_closed, open_count as open_tunnels,
+};
 
 /// Response bodies: streamed from a target, or a small body the gateway wrote itself.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;

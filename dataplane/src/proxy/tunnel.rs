@@ -6,9 +6,14 @@
 //! A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) goes to the target as the HTTP/1.1
 //! Upgrade it expects; its 101 becomes the 200 the HTTP/2 client expects, and the stream is
 //! tunnelled the same way (WebSocket frames are the same on both).
+//!
+//! Once upgraded, a connection is no longer hyper's, so a graceful shutdown does not see it:
+//! open tunnels are counted here, and a draining process waits for them ([`all_closed`]) up to
+//! its drain timeout before it exits.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,12 +22,54 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::state::InFlight;
 
 /// How long an upgraded connection may stay silent both ways before it is closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Tunnels open in this process, and a wake-up for whoever waits for the last one to close.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static LAST_CLOSED: Notify = Notify::const_new();
+
+/// One open tunnel, counted until dropped (the copy ends, times out, or its runtime stops).
+struct Open;
+
+impl Open {
+    fn start() -> Open {
+        OPEN.fetch_add(1, Ordering::SeqCst);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if OPEN.fetch_sub(1, Ordering::SeqCst) == 1 {
+            LAST_CLOSED.notify_waiters();
+        }
+    }
+}
+
+/// How many tunnels are open in this process.
+pub fn open_count() -> usize {
+    OPEN.load(Ordering::SeqCst)
+}
+
+/// Resolves once no tunnel is open in this process (at once if none is).
+pub async fn all_closed() {
+    loop {
+        let notified = LAST_CLOSED.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a close between the two is not missed.
+        notified.as_mut().enable();
+        if open_count() == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
 
 /// Whether the client asks to switch protocols: HTTP/1.1 with `Connection: upgrade` and an
 /// `Upgrade` header.
@@ -91,7 +138,9 @@ pub fn spawn(
     in_flight: InFlight,
     route: String,
 ) {
+    let open = Open::start();
     tokio::spawn(async move {
+        let _open = open;
         let (client, target) = match tokio::try_join!(downstream, upstream) {
             Ok(both) => both,
             Err(error) => {
@@ -203,6 +252,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The only unit test that opens tunnels: the count is process-wide.
+    #[tokio::test]
+    async fn a_drain_waits_for_the_last_open_tunnel() {
+        let (first, second) = (Open::start(), Open::start());
+        assert_eq!(open_count(), 2);
+        let waiting = tokio::spawn(all_closed());
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one tunnel is still open");
+        drop(second);
+        waiting.await.unwrap();
+        assert_eq!(open_count(), 0);
+        // Nothing open: it does not wait at all.
+        all_closed().await;
+    }
 
     #[test]
     fn only_http11_connection_upgrade_requests_are_upgrades() {

@@ -110,13 +110,10 @@ fn write_lines(
     while let Some(record) = receiver.blocking_recv() {
         let mut next = Some(record);
         while let Some(record) = next {
-            line.clear();
-            if serde_json::to_writer(&mut line, &Line::from(&record)).is_ok() {
-                line.push(b'\n');
-                if out.write_all(&line).is_err() {
-                    // Nowhere to report but stderr; keep consuming so senders never block.
-                    eprintln!("access log: write failed");
-                }
+            // Nowhere to report a write failure but stderr; keep consuming so senders never
+            // block.
+            if format_line(&record, &mut line).is_ok() && out.write_all(&line).is_err() {
+                eprintln!("access log: write failed");
             }
             next = receiver.try_recv().ok();
         }
@@ -124,6 +121,14 @@ fn write_lines(
         let _ = out.flush();
     }
     let _ = out.flush();
+}
+
+/// Replaces `line` with the record's JSON line, newline included (the writer thread's work).
+pub fn format_line(record: &AccessRecord, line: &mut Vec<u8>) -> serde_json::Result<()> {
+    line.clear();
+    serde_json::to_writer(&mut *line, &Line::from(record))?;
+    line.push(b'\n');
+    Ok(())
 }
 
 /// The JSON shape of a line.

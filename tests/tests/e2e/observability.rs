@@ -359,9 +359,8 @@ async fn access_log_and_traces_follow_a_request_across_the_hop() {
     );
     assert_eq!(client.attribute("http.response.status_code"), Some("200"));
 
-    // The control plane traced the admin calls, with their store queries as children.
-    // (Known gap: spans of store methods that await several queries, `store.mutate` among
-    // them, do not reach the collector yet; single-query ones do.)
+    // The control plane traced the admin calls, with their store queries as children: the
+    // write transaction among them.
     let spans = eventually(REPORTED, || {
         let spans = collector.spans();
         async move {
@@ -372,7 +371,7 @@ async fn access_log_and_traces_follow_a_request_across_the_hop() {
             anyhow::ensure!(
                 spans
                     .iter()
-                    .any(|s| s.name.starts_with("store.") && s.parent_span_id == admin.span_id),
+                    .any(|s| s.name == "store.mutate" && s.parent_span_id == admin.span_id),
                 "no store span under {admin:?}"
             );
             Ok(spans)

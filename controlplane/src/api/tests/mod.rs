@@ -6,6 +6,7 @@ mod auth;
 mod grpc;
 mod probes;
 mod rest;
+mod traces;
 
 use std::net::SocketAddr;
 use std::time::Duration;
