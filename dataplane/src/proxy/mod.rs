@@ -19,6 +19,7 @@ mod forward;
 pub mod grpc;
 pub mod headers;
 pub mod observe;
+mod pool;
 mod response;
 mod server;
 mod tunnel;
@@ -178,7 +179,7 @@ impl Proxy {
             return ResponseBody::unrouted(error.into_response_for(grpc));
         };
         exchange.routed(&route.stats, &self.observers);
-        let record = Record::new(route, upstream);
+        let record = Record::new(route);
         // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101.
         let upgrade = tunnel::requested(&request).then(|| hyper::upgrade::on(&mut request));
         let call = forward::Call {
@@ -187,12 +188,13 @@ impl Proxy {
             upgrade: upgrade.is_some(),
         };
         match self.forward(request, call, route, upstream, exchange).await {
-            Ok((mut response, in_flight)) => {
+            Ok(answer) => {
+                let mut response = answer.response;
                 if let Some(downstream_upgrade) = upgrade
                     && response.status() == StatusCode::SWITCHING_PROTOCOLS
                 {
                     // The tunnel keeps the target counted as busy while it is open.
-                    let tunnel_in_flight = in_flight.target().start_request();
+                    let tunnel_in_flight = answer.in_flight.target().start_request();
                     tunnel::spawn(
                         downstream_upgrade,
                         hyper::upgrade::on(&mut response),
@@ -200,15 +202,15 @@ impl Proxy {
                         tunnel_in_flight,
                         route.name.clone(),
                     );
-                    let record = record.answered(response.status(), in_flight);
+                    // The tunnel has the connection now; it never goes back to a pool.
+                    let record = record.answered(answer.in_flight, None);
                     let mut response = response.map(Either::Left);
                     headers::add_via(response.headers_mut());
                     return ResponseBody::recorded(response, record);
                 }
-                let record = record.answered(response.status(), in_flight);
+                let record = record.answered(answer.in_flight, answer.connection);
                 let mut response = response.map(Either::Left);
-                headers::remove_hop_by_hop(response.headers_mut());
-                headers::add_via(response.headers_mut());
+                headers::rewrite_response(response.headers_mut());
                 ResponseBody::recorded(response, record)
             }
             Err(error) => {
