@@ -19,11 +19,6 @@ use gateway_dataplane::{admin, proxy, tls};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: fewer instructions per allocation than glibc's malloc on the request path
-/// (`tests/bench/callgrind.sh`), and no per-thread arenas that keep freed memory.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The gateway's data plane: an HTTP/1.1, HTTP/2, gRPC and WebSocket proxy, plain and TLS,
 /// configured by the control plane.
 #[derive(Debug, Parser)]
