@@ -189,7 +189,13 @@ fn parse_ratio(raw: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let flags = Flags::parse();
     init_logging(flags.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control side (discovery, admin, health checks, lifecycle) is light: one thread, so it
+    // does not compete for the cores with the proxy workers, which are threads of their own.
+    // Config compiles run on the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gateway-dataplane: cannot start the async runtime: {error}");

@@ -12,6 +12,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use http::Method;
 
 /// How a route matches the request path.
@@ -33,12 +35,16 @@ pub struct MatchRule {
     pub route: usize,
 }
 
+/// Hosts and paths to what they match. foldhash, not SipHash: a lookup hashes the request's
+/// host and path on every request, and the keys come from the config, not from clients.
+type Map<V> = HashMap<Box<str>, V, RandomState>;
+
 /// An immutable index of [`MatchRule`]s.
 #[derive(Debug, Default)]
 pub struct RouteMatcher {
-    exact_hosts: HashMap<Box<str>, PathTable>,
+    exact_hosts: Map<PathTable>,
     /// Keyed by the suffix with its leading dot: `*.example.com` is stored as `.example.com`.
-    wildcard_hosts: HashMap<Box<str>, PathTable>,
+    wildcard_hosts: Map<PathTable>,
     any_host: PathTable,
 }
 
@@ -127,8 +133,8 @@ impl Candidate {
 /// The routes of one host tier, by path.
 #[derive(Debug, Default)]
 struct PathTable {
-    exact: HashMap<Box<str>, Vec<Candidate>>,
-    prefixes: HashMap<Box<str>, Vec<Candidate>>,
+    exact: Map<Vec<Candidate>>,
+    prefixes: Map<Vec<Candidate>>,
     /// Distinct lengths (bytes) of the keys of `prefixes`, longest first.
     prefix_lengths: Vec<usize>,
     max_priority: i32,

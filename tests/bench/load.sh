@@ -14,17 +14,23 @@
 #   3. the last of 10,000 routes (1,000 upstreams) against the last of 10 routes;
 #   4. one config change per second during load (a route, then its upstream's targets): the
 #      non-2xx responses and socket errors, which must be 0;
-#   5. data-plane resident memory: idle, with 10,000 routes / 1,000 upstreams, and peak.
+#   5. data-plane resident memory: idle, with 10,000 routes / 1,000 upstreams, and peak;
+#   6. HTTP/2 downstream (h2load, h2c with prior knowledge, 0 B body): the data plane, NGINX and
+#      HAProxy, each speaking HTTP/1.1 to the upstream;
+#   7. TLS downstream (wrk over HTTPS, HTTP/1.1, 0 B and 1 KiB bodies), the data plane's TLS
+#      listener with a throwaway ECDSA P-256 certificate, NGINX and HAProxy with the same one;
+#   8. upstream connection reuse, from the data plane's /metrics (attempts vs connections
+#      opened over the whole run).
 #
-# Set-up: wrk (required), nginx and haproxy (skipped when absent) are installed with apt-get
-# when missing and running as root. The workspace is built in release mode (SKIP_BUILD=1 to
-# skip). Everything listens on 127.0.0.1, ports BASE_PORT..BASE_PORT+13; only the processes
+# Set-up: wrk (required), nginx, haproxy and h2load (skipped when absent) are installed with
+# apt-get when missing and running as root; openssl makes the TLS certificate. The workspace is built in release mode (SKIP_BUILD=1 to
+# skip). Everything listens on 127.0.0.1, ports BASE_PORT..BASE_PORT+17; only the processes
 # this script starts are stopped, by PID. Output: $OUT_DIR (summary.md, results.tsv, logs/).
 #
 # Knobs: FULL, DURATION, ROUNDS, WARMUP, OPEN_DURATION, OPEN_ROUNDS, ROUTE_ROUNDS,
 # CHURN_SECONDS, BODIES ("0 1k 16k 1m"), CONNS ("50 256"), CONTESTANTS
-# ("direct dataplane nginx haproxy"), WRK_THREADS, BASE_PORT (19080), OUT_DIR, SKIP_BUILD,
-# CARGO_TARGET_DIR.
+# ("direct dataplane nginx haproxy"), WRK_THREADS, H2_STREAMS (10 per connection), TLS_BODIES
+# ("0 1k"), BASE_PORT (19080), OUT_DIR, SKIP_BUILD, CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,6 +48,8 @@ BODIES=${BODIES:-"0 1k 16k 1m"}
 CONNS=${CONNS:-"50 256"}
 CONTESTANTS=${CONTESTANTS:-"direct dataplane nginx haproxy"}
 WRK_THREADS=${WRK_THREADS:-1}
+H2_STREAMS=${H2_STREAMS:-10}
+TLS_BODIES=${TLS_BODIES:-"0 1k"}
 BASE_PORT=${BASE_PORT:-19080}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
@@ -60,8 +68,12 @@ DPB_PORT=$((BASE_PORT + 8))        # data plane B: 10,000 routes, its own contro
 DPB_ADMIN=$((BASE_PORT + 9))
 CPB_REST=$((BASE_PORT + 10))
 CPB_GRPC=$((BASE_PORT + 11))
-DP_TLS=$((BASE_PORT + 12))         # TLS listeners (unused, but each data plane binds one)
+DP_TLS=$((BASE_PORT + 12))         # TLS listeners: A's is the TLS scenario's, B's is unused
 DPB_TLS=$((BASE_PORT + 13))
+NGINX_TLS=$((BASE_PORT + 14))
+HAPROXY_TLS=$((BASE_PORT + 15))
+NGINX_H2=$((BASE_PORT + 16))       # h2c with prior knowledge
+HAPROXY_H2=$((BASE_PORT + 17))
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -73,6 +85,8 @@ install_missing() {
     have wrk || pkgs+=(wrk)
     have nginx || pkgs+=(nginx-light)
     have haproxy || pkgs+=(haproxy)
+    have h2load || pkgs+=(nghttp2-client)
+    have openssl || pkgs+=(openssl)
     ((${#pkgs[@]} > 0)) || return 0
     if [[ $(id -u) == 0 ]] && have apt-get; then
         log "installing ${pkgs[*]}"
@@ -101,10 +115,10 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     log "building release binaries (cargo build --release --workspace --bins)"
     (cd "$ROOT" && cargo build --release -q --workspace --bins) || die "build failed"
 fi
-for b in gateway-controlplane gateway-dataplane bench-upstream bench-openloop bench-config; do
+for b in gateway-controlplane gateway-dataplane gatewayctl bench-upstream bench-openloop bench-config; do
     [[ -x "$BIN/$b" ]] || die "missing $BIN/$b (build with cargo build --release --workspace --bins)"
 done
-for ((p = BASE_PORT; p <= BASE_PORT + 13; p++)); do
+for ((p = BASE_PORT; p <= BASE_PORT + 17; p++)); do
     ! ss -Htln "sport = :$p" | grep -q . || die "port $p is in use (set BASE_PORT)"
 done
 
@@ -206,6 +220,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     have nginx && echo "nginx: $(nginx -v 2>&1)"
     have haproxy && echo "haproxy: $(haproxy -v 2>&1 | head -1)"
+    have h2load && echo "h2load: $(h2load --version 2>&1 | head -1)"
     true
 } >"$OUT_DIR/env.txt"
 cat "$OUT_DIR/env.txt" >&2
@@ -236,6 +251,27 @@ t0=$(date +%s.%N)
 VERSION_B=$(apply_config "$CPB_REST" "$OUT_DIR/conf/config-10k.json")
 APPLY_10K_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b - a}')
 [[ -n "$VERSION_A" && -n "$VERSION_B" ]] || die "applying the benchmark configs failed"
+# One throwaway certificate for every TLS listener: the data plane A's (a Certificate resource,
+# the default for any SNI), NGINX's and HAProxy's.
+TLS_OK=0
+if have openssl; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$OUT_DIR/conf/bench.key" \
+        -out "$OUT_DIR/conf/bench.crt" >"$OUT_DIR/logs/openssl.log" 2>&1 &&
+        cat "$OUT_DIR/conf/bench.crt" "$OUT_DIR/conf/bench.key" >"$OUT_DIR/conf/bench.pem" &&
+        "$BIN/gatewayctl" --server "http://127.0.0.1:$CP_GRPC" certificate create bench \
+            --cert "$OUT_DIR/conf/bench.crt" --key "$OUT_DIR/conf/bench.key" --sni localhost \
+            --label default=true >"$OUT_DIR/logs/certificate.log" 2>&1 &&
+        TLS_OK=1
+    if [[ $TLS_OK == 1 ]]; then
+        # The data plane must have the certificate before the TLS rounds: wait for its version.
+        v=$(curl -s -D - -o /dev/null "http://127.0.0.1:$CP_REST/v1/routes" | tr -d '\r' |
+            awk -F': ' 'tolower($1) == "x-config-version" {print $2}')
+        [[ -n "$v" ]] && VERSION_A=$v
+    else
+        log "making or storing the TLS certificate failed (see $OUT_DIR/logs): no TLS scenario"
+    fi
+fi
 # Data planes that have a TLS listener bind it by default: give each its own port.
 TLS_A=(); TLS_B=()
 if "$BIN/gateway-dataplane" --help | grep -q -- --tls-listen; then
@@ -280,7 +316,13 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        listen 127.0.0.1:$NGINX_H2 http2 backlog=4096;
+$([[ $TLS_OK == 1 ]] && echo "        listen 127.0.0.1:$NGINX_TLS ssl backlog=4096;
+        ssl_certificate $OUT_DIR/conf/bench.crt;
+        ssl_certificate_key $OUT_DIR/conf/bench.key;
+        ssl_session_cache shared:SSL:1m;")
         keepalive_requests 1000000;
+        http2_max_requests 1000000;
         keepalive_timeout 60s;
         location / {
             proxy_pass http://backend;
@@ -311,6 +353,8 @@ defaults
     timeout http-keep-alive 60s
 frontend fe
     bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$HAPROXY_H2 proto h2
+$([[ $TLS_OK == 1 ]] && echo "    bind 127.0.0.1:$HAPROXY_TLS ssl crt $OUT_DIR/conf/bench.pem alpn http/1.1")
     default_backend be
 backend be
     server up1 127.0.0.1:$UP_PORT
@@ -428,6 +472,72 @@ for ((r = 1; r <= ROUTE_ROUNDS; r++)); do
     measure routes 10000 "$ROUTE_CONNS" "$r" routes-10k "$DPB_PID" "http://127.0.0.1:$DPB_PORT$PATH_10K" "$DURATION" "$HOST_10K"
 done
 
+# ------------------------------------------------------------------ 6. HTTP/2 downstream
+# h2load with prior knowledge (h2c) on each proxy's plain HTTP/2 listener; every proxy speaks
+# HTTP/1.1 to the upstream. `direct` is left out: bench-upstream speaks HTTP/1.1 only.
+declare -A H2_URL=([dataplane]="http://127.0.0.1:$DP_PORT/" [nginx]="http://127.0.0.1:$NGINX_H2/"
+    [haproxy]="http://127.0.0.1:$HAPROXY_H2/")
+# h2load_run URL CONNS SECONDS OUT -> "rps requests errors"
+h2load_run() {
+    h2load -t"$WRK_THREADS" -c"$2" -m"$H2_STREAMS" -D"$3" "$1" >"$4" 2>&1 || true
+    awk '/^finished in/ { gsub(/,/, ""); rps = $4 }
+         /^requests:/ { reqs = $8; err = $10 + $12 }
+         /^status codes:/ { gsub(/,/, ""); err += $5 + $7 + $9 }
+         END { printf "%s %s %d\n", (rps == "" ? 0 : rps), (reqs == "" ? 0 : reqs), err }' "$4"
+}
+H2_CONNS=${CONNS%% *}
+if have h2load; then
+    for c in "${ORDER[@]}"; do
+        [[ -n "${H2_URL[$c]:-}" ]] || continue
+        h2load_run "${H2_URL[$c]}" "$H2_CONNS" "$WARMUP" "$OUT_DIR/wrk/warmup-h2-$c.txt" >/dev/null
+    done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for c in "${ORDER[@]}"; do
+            [[ -n "${H2_URL[$c]:-}" ]] || continue
+            a=$(cpu_ticks "${PID[$c]}")
+            read -r rps reqs errs < <(h2load_run "${H2_URL[$c]}" "$H2_CONNS" "$DURATION" "$OUT_DIR/wrk/h2-c$H2_CONNS-r$r-$c.txt")
+            b=$(cpu_ticks "${PID[$c]}")
+            cpu=$(awk -v a="$a" -v b="$b" -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}')
+            printf 'h2\t0\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\t%s\n' "$H2_CONNS" "$r" "$c" "$rps" "$errs" "$cpu" >>"$RESULTS"
+            log "h2 c=$H2_CONNS×$H2_STREAMS r=$r $(printf '%-10s' "$c") rps=$rps errors=$errs cpu=${cpu}us/req"
+        done
+    done
+else
+    log "h2load is not installed: no HTTP/2 scenario"
+fi
+
+# ------------------------------------------------------------------ 7. TLS downstream
+# wrk over HTTPS (HTTP/1.1, keep-alive: one handshake per connection) to each proxy's TLS
+# listener, all with the same certificate; each proxy speaks plain HTTP/1.1 to the upstream.
+declare -A TLS_URL=([dataplane]="https://127.0.0.1:$DP_TLS" [nginx]="https://127.0.0.1:$NGINX_TLS"
+    [haproxy]="https://127.0.0.1:$HAPROXY_TLS")
+if [[ $TLS_OK == 1 ]]; then
+    for body in $TLS_BODIES; do
+        path=$(path_of "$body")
+        for c in "${ORDER[@]}"; do
+            [[ -n "${TLS_URL[$c]:-}" ]] || continue
+            wrk_run "${TLS_URL[$c]}$path" "$H2_CONNS" "$WARMUP" "$OUT_DIR/wrk/warmup-tls-$body-$c.txt" >/dev/null
+        done
+        for ((r = 1; r <= ROUNDS; r++)); do
+            for c in "${ORDER[@]}"; do
+                [[ -n "${TLS_URL[$c]:-}" ]] || continue
+                measure tls "$body" "$H2_CONNS" "$r" "$c" "${PID[$c]}" "${TLS_URL[$c]}$path" "$DURATION"
+            done
+        done
+    done
+fi
+
+# ------------------------------------------------------------------ 8. upstream connection reuse
+# Over the whole run so far on data plane A: attempts sent vs connections opened (/metrics).
+metric_sum() {  # metric_sum NAME: the sum of a counter over its label sets
+    curl -s -m 5 "http://127.0.0.1:$DP_ADMIN/metrics" |
+        awk -v n="$1" '$1 ~ "^" n "(_total)?[{ ]" || $1 == n || $1 == n "_total" { s += $NF } END { printf "%.0f", s }'
+}
+REUSE_SENT=$(metric_sum gateway_upstream_requests)
+REUSE_OPENED=$(metric_sum gateway_upstream_connections_opened)
+REUSE=$(awk -v s="$REUSE_SENT" -v o="$REUSE_OPENED" 'BEGIN{ if (s > 0) printf "%.4f", 100 * (s - o) / s; else print "nan" }')
+log "upstream reuse: $REUSE_SENT attempts over $REUSE_OPENED connections opened: $REUSE %"
+
 # ------------------------------------------------------------------ 4. config churn under load
 # Data plane B under load on its last route; each second one change: the route itself (a new
 # request header), then its upstream's targets (one target, then two), alternately.
@@ -466,6 +576,27 @@ declare -A PEER_MEM
 for c in nginx haproxy; do [[ -n "${PID[$c]:-}" ]] && PEER_MEM[$c]=$(mem_kib "${PID[$c]}"); done
 
 # ------------------------------------------------------------------ summary
+# print_proxy_table PHASE: one row per body of PHASE, the data plane against NGINX and HAProxy.
+print_proxy_table() {
+    local phase=$1 c body r cpu bodies
+    bodies=$(awk -F'\t' -v p="$phase" 'NR > 1 && $1 == p {print $2}' "$RESULTS" | awk '!seen[$0]++')
+    printf '| body |'; for c in "${ORDER[@]}"; do [[ $c == direct ]] || printf ' %s |' "$c"; done
+    printf ' dp/nginx | dp/haproxy |\n|---|'
+    for c in "${ORDER[@]}"; do [[ $c == direct ]] || printf -- '---|'; done; printf -- '---|---|\n'
+    for body in $bodies; do
+        printf '| %s |' "$body"
+        declare -A M=()
+        for c in "${ORDER[@]}"; do
+            [[ $c == direct ]] && continue
+            M[$c]=$(median 6 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
+            cpu=$(median 11 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
+            printf ' %.0f (%s µs) |' "${M[$c]}" "$cpu"
+        done
+        r=$(ratio "${M[dataplane]:-nan}" "${M[nginx]:-nan}"); printf ' %s %s |' "$r" "$([[ $r == n/a ]] || verdict "$r >= 1.2")"
+        r=$(ratio "${M[dataplane]:-nan}" "${M[haproxy]:-nan}"); printf ' %s %s |\n' "$r" "$([[ $r == n/a ]] || verdict "$r >= 1.1")"
+    done
+    echo
+}
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}'; }
 verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; fi; }
 {
@@ -521,6 +652,16 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; f
     echo
     echo "Rate: half the lowest proxy maximum of that cell, the same for every contestant."
     echo
+    if have h2load; then
+        echo "### HTTP/2 downstream (h2load -c$H2_CONNS -m$H2_STREAMS, h2c, 0 B, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request"
+        echo
+        print_proxy_table h2
+    fi
+    if [[ $TLS_OK == 1 ]]; then
+        echo "### TLS downstream (wrk over HTTPS, HTTP/1.1, c=$H2_CONNS, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request"
+        echo
+        print_proxy_table tls
+    fi
     echo "### Route scale, memory, config churn"
     echo
     echo "| measurement | value | target | |"
@@ -541,6 +682,8 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; f
         read -r rss hwm <<<"${PEER_MEM[$c]}"
         printf '| %s RSS after the run / peak (all processes) | %s / %s MB | | |\n' "$c" "$(mb "$rss")" "$(mb "$hwm")"
     done
+    printf '| upstream connection reuse, data plane A over the run (%s attempts, %s connections opened) | %s %% | ≥ 99.9 %% | %s |\n' \
+        "$REUSE_SENT" "$REUSE_OPENED" "$REUSE" "$([[ $REUSE == nan ]] && echo n/a || verdict "$REUSE >= 99.9")"
     printf '| POST /v1/apply of 10,000 routes + 1,000 upstreams (embedded store) | %s s | | |\n' "$APPLY_10K_S"
     printf '| config churn: %s writes in %s s under load (%s failed), data plane applied %s versions | %s requests, %s non-2xx or socket errors | 0 | %s |\n' \
         "$CHURN_WRITES" "$CHURN_SECONDS" "$CHURN_WRITE_FAILS" "$CHURN_APPLIED" "$CHURN_REQS" "$CHURN_ERRORS" "$(verdict "$CHURN_ERRORS == 0")"

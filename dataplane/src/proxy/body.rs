@@ -21,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::table::{RouteEntry, UpstreamPool};
+use crate::table::RouteEntry;
 use crate::telemetry::RouteStats;
 
 /// Bodies up to this size are buffered when the route retries.
@@ -59,11 +59,7 @@ pub struct BodyMeter {
 }
 
 impl BodyMeter {
-    pub fn new(
-        route: &RouteEntry,
-        _upstream: &UpstreamPool,
-        request: Option<Arc<AtomicU64>>,
-    ) -> BodyMeter {
+    pub fn new(route: &RouteEntry, request: Option<Arc<AtomicU64>>) -> BodyMeter {
         BodyMeter {
             stats: Arc::clone(&route.stats),
             request,

@@ -39,13 +39,10 @@ use crate::tls::UpstreamTls;
 
 pub type HttpClient = Client<Connector, UpstreamBody>;
 
-/// How long an idle pooled connection to a target is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// Largest read buffer an upstream HTTP/1.1 connection may grow to. hyper's default (~400 KiB)
 /// stays allocated on every pooled connection once a large body has passed through it, so 1 MiB
 /// bodies left the data plane holding ~140 MB; bodies stream in chunks of this size instead.
-const UPSTREAM_MAX_BUF: usize = 64 * 1024;
+pub(super) const UPSTREAM_MAX_BUF: usize = 64 * 1024;
 
 /// What tells two clients apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +130,7 @@ fn build(
     builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(super::pool::IDLE_TIMEOUT)
         .http1_max_buf_size(UPSTREAM_MAX_BUF)
         .http2_only(http2)
         .http2_keep_alive_interval(Duration::from_secs(30))
@@ -302,6 +299,16 @@ impl Write for Stream {
 pub struct CountedStream {
     inner: Stream,
     stats: Option<Arc<ConnectionStats>>,
+}
+
+impl CountedStream {
+    /// A plain TCP connection, already counted as opened and active in `stats`.
+    pub(super) fn plain(tcp: TokioIo<TcpStream>, stats: Arc<ConnectionStats>) -> CountedStream {
+        CountedStream {
+            inner: Stream::Plain(tcp),
+            stats: Some(stats),
+        }
+    }
 }
 
 impl Drop for CountedStream {

@@ -15,15 +15,22 @@ use tokio::time::Instant;
 
 use super::body::{BodyMeter, RequestBody, UpstreamBody};
 use super::observe::Exchange;
-use super::{Downstream, Proxy, ProxyError, grpc, headers, source_chain, tunnel};
+use super::pool::{self, Lease};
+use super::{Downstream, Proxy, ProxyError, grpc, headers, source_chain};
 use crate::outlier::{self, Outcome};
 use crate::retry::{self, ActiveRetry, RetryOn};
 use crate::state::InFlight;
 use crate::table::{RouteEntry, Target, Tried, UpstreamPool};
 use crate::telemetry::RetryReason;
 
-/// An upstream's answer, with the target's in-flight count held until the response ends.
-pub type Answer = (Response<Incoming>, InFlight);
+/// An upstream's answer, with what it holds until the response ends.
+pub struct Answer {
+    pub response: Response<Incoming>,
+    /// The target's in-flight count.
+    pub in_flight: InFlight,
+    /// The pooled plain HTTP/1.1 connection it came over, handed back once the body is read.
+    pub connection: Option<Lease>,
+}
 
 /// What the proxy knows of a request besides its route: who sent it, whether it is a gRPC
 /// call, whether it asks for an upgrade.
@@ -56,16 +63,28 @@ impl Proxy {
             .and_then(|key| key.hash(request.uri(), request.headers(), client.ip()));
         let (mut parts, body) = request.into_parts();
         let idempotent = retry::is_idempotent(&parts.method);
-        let meter = BodyMeter::new(route, upstream, exchange.bytes_in());
+        let meter = BodyMeter::new(route, exchange.bytes_in());
         let prepared = RequestBody::prepare(body, route.retry.is_some(), idempotent, meter);
         let mut body = match tokio::time::timeout_at(deadline, prepared).await {
             Ok(Ok(body)) => body,
             Ok(Err(error)) => return Err(ProxyError::ClientBody(error.into())),
             Err(_) => return Err(ProxyError::ResponseTimeout(total)),
         };
-        rewrite(&mut parts, call, route);
+        let forwarding = headers::Forwarding {
+            client: call.downstream.client.ip(),
+            tls: call.downstream.tls,
+            upgrade: call.upgrade,
+        };
+        headers::rewrite_request(
+            &mut parts.headers,
+            &parts.uri,
+            forwarding,
+            &route.request_headers,
+        );
         let connect_timeout = route.connect_timeout.unwrap_or(upstream.connect_timeout);
-        let http = self.clients().get(upstream, connect_timeout, call.grpc);
+        // Plain HTTP/1.1 goes over this worker's own pools; HTTP/2 and TLS over hyper's client.
+        let http = (!pool::serves(upstream, call.grpc))
+            .then(|| self.clients().get(upstream, connect_timeout, call.grpc));
 
         let mut tried = Tried::default();
         let mut retries = 0;
@@ -87,7 +106,10 @@ impl Proxy {
                 upstream,
                 target,
                 attempt_body,
-                route.retry.is_none(),
+                Form {
+                    once: route.retry.is_none(),
+                    origin: http.is_none(),
+                },
             )?;
             exchange.attempt(&self.observers, &target.state, &mut request);
             let sent = Instant::now();
@@ -98,21 +120,37 @@ impl Proxy {
                 .and_then(|r| r.per_try_timeout)
                 .filter(|&per_try| per_try < remaining);
             let in_flight = target.state.start_request();
-            let result =
-                match tokio::time::timeout(per_try.unwrap_or(remaining), http.request(request))
-                    .await
-                {
-                    Ok(Ok(response)) => Ok((response, in_flight)),
-                    Ok(Err(error)) => Err(ProxyError::from_client(error)),
-                    Err(_) => Err(match per_try {
-                        Some(per_try) => ProxyError::PerTryTimeout(per_try),
-                        None => ProxyError::ResponseTimeout(total),
-                    }),
-                };
+            let sending = async {
+                match &http {
+                    Some(client) => client
+                        .request(request)
+                        .await
+                        .map(|response| (response, None))
+                        .map_err(ProxyError::from_client),
+                    None => {
+                        let connections = &self.gateway.metrics().connections;
+                        pool::send(request, &target.authority, connect_timeout, connections)
+                            .await
+                            .map(|(response, lease)| (response, Some(lease)))
+                    }
+                }
+            };
+            let result = match tokio::time::timeout(per_try.unwrap_or(remaining), sending).await {
+                Ok(Ok((response, connection))) => Ok(Answer {
+                    response,
+                    in_flight,
+                    connection,
+                }),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(match per_try {
+                    Some(per_try) => ProxyError::PerTryTimeout(per_try),
+                    None => ProxyError::ResponseTimeout(total),
+                }),
+            };
             exchange.attempt_done(
                 &upstream.stats,
                 sent.elapsed(),
-                result.as_ref().map(|(response, _)| response.status()),
+                result.as_ref().map(|answer| answer.response.status()),
             );
             outlier::observe(upstream, &target.state, outcome(&result));
             _retry = None;
@@ -142,7 +180,7 @@ impl Proxy {
                 target = %target.address,
                 retry = retries,
                 cause = %match &result {
-                    Ok((response, _)) => format!("status {}", response.status()),
+                    Ok(answer) => format!("status {}", answer.response.status()),
                     Err(error) => error.to_string(),
                 },
                 "retrying on another target"
@@ -156,7 +194,7 @@ impl Proxy {
 /// Whether the policy retries what `result` shows.
 fn condition_met(on: RetryOn, result: &Result<Answer, ProxyError>) -> bool {
     match result {
-        Ok((response, _)) => on.status(response.status().as_u16()),
+        Ok(answer) => on.status(answer.response.status().as_u16()),
         Err(
             ProxyError::ConnectFailed(_)
             | ProxyError::ConnectTimeout(_)
@@ -171,7 +209,7 @@ fn condition_met(on: RetryOn, result: &Result<Answer, ProxyError>) -> bool {
 /// How an attempt ended, for outlier detection.
 fn outcome(result: &Result<Answer, ProxyError>) -> Outcome {
     match result {
-        Ok((response, _)) if response.status().is_server_error() => Outcome::ServerError,
+        Ok(answer) if answer.response.status().is_server_error() => Outcome::ServerError,
         Ok(_) => Outcome::Success,
         Err(
             ProxyError::ConnectFailed(_)
@@ -182,78 +220,59 @@ fn outcome(result: &Result<Answer, ProxyError>) -> Outcome {
     }
 }
 
-/// The client's request as every attempt sends it: hop-by-hop headers out (but `TE: trailers`
-/// and an upgrade's `Upgrade` kept), forwarding headers and the route's edits in. The Host is
-/// the client's unless the route rewrites it.
-fn rewrite(parts: &mut Parts, call: Call, route: &RouteEntry) {
-    let original_host = match parts.headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    let headers = &mut parts.headers;
-    let upgrade = call
-        .upgrade
-        .then(|| tunnel::upgrade_headers(headers))
-        .flatten();
-    let trailers = headers::accepts_trailers(headers);
-    headers::remove_hop_by_hop(headers);
-    if trailers {
-        // `TE: trailers` is what gRPC servers require; it says nothing about the connection.
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if let Some((connection, protocol)) = upgrade {
-        headers.insert(header::CONNECTION, connection);
-        headers.insert(header::UPGRADE, protocol);
-    }
-    if let Some(host) = &original_host {
-        headers.insert(header::HOST, host.clone());
-    }
-    headers::add_forwarding(
-        headers,
-        call.downstream.client.ip(),
-        original_host.as_ref(),
-        call.downstream.tls,
-    );
-    headers::apply_edits(headers, &route.request_headers);
+/// How an attempt's request is put together.
+#[derive(Debug, Clone, Copy)]
+struct Form {
+    /// No other attempt is to come: the headers are moved out, not copied.
+    once: bool,
+    /// Written straight to a connection to the target: an origin-form URI (`/path?query`) and
+    /// a Host header, the target's when the client sent none. Otherwise hyper's client picks
+    /// the connection from an absolute URI.
+    origin: bool,
 }
 
-/// One attempt's request to `target`. The headers are moved out when there is no other
-/// attempt to come (`once`), else copied.
+/// One attempt's request to `target`.
 fn attempt_request(
     parts: &mut Parts,
     upstream: &UpstreamPool,
     target: &Target,
     body: UpstreamBody,
-    once: bool,
+    form: Form,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
-    let scheme = if upstream.transport.tls.is_some() {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    };
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(e.into()))?;
+    let uri = if form.origin {
+        Uri::from(path_and_query)
+    } else {
+        let scheme = if upstream.transport.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        Uri::builder()
+            .scheme(scheme)
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(e.into()))?
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_11;
-    *request.headers_mut() = if once {
+    *request.headers_mut() = if form.once {
         std::mem::take(&mut parts.headers)
     } else {
         parts.headers.clone()
     };
+    if form.origin && !request.headers().contains_key(header::HOST) {
+        let host = HeaderValue::from_str(target.authority.as_str())
+            .map_err(|e| ProxyError::BadRequest(e.into()))?;
+        request.headers_mut().insert(header::HOST, host);
+    }
     Ok(request)
 }
 

@@ -3,8 +3,10 @@
 
 use std::net::IpAddr;
 
+use http::Uri;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::tunnel;
 use crate::table::HeaderEdits;
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 gateway");
@@ -24,6 +26,64 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Who sent a request and how, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    pub client: IpAddr,
+    /// Arrived on the TLS listener.
+    pub tls: bool,
+    /// Asks for an upgrade (WebSocket): its `Upgrade` header is kept.
+    pub upgrade: bool,
+}
+
+/// The client's request headers as every attempt sends them: hop-by-hop headers out (but
+/// `TE: trailers` and an upgrade's `Upgrade` kept), forwarding headers and the route's `edits`
+/// in. The Host is the client's (the URI's authority when it sent none) unless `edits` rewrite
+/// it.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    forwarding: Forwarding,
+    edits: &HeaderEdits,
+) {
+    let original_host = match headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let upgrade = forwarding
+        .upgrade
+        .then(|| tunnel::upgrade_headers(headers))
+        .flatten();
+    let trailers = accepts_trailers(headers);
+    remove_hop_by_hop(headers);
+    if trailers {
+        // `TE: trailers` is what gRPC servers require; it says nothing about the connection.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some((connection, protocol)) = upgrade {
+        headers.insert(header::CONNECTION, connection);
+        headers.insert(header::UPGRADE, protocol);
+    }
+    if let Some(host) = &original_host {
+        headers.insert(header::HOST, host.clone());
+    }
+    add_forwarding(
+        headers,
+        forwarding.client,
+        original_host.as_ref(),
+        forwarding.tls,
+    );
+    apply_edits(headers, edits);
+}
+
+/// A target's response headers as the client gets them: hop-by-hop headers out, `Via` in.
+pub fn rewrite_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    add_via(headers);
+}
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {

@@ -20,6 +20,7 @@ mod framing;
 pub mod grpc;
 pub mod headers;
 pub mod observe;
+mod pool;
 mod response;
 mod server;
 mod tunnel;
@@ -179,7 +180,7 @@ impl Proxy {
             return ResponseBody::unrouted(error.into_response_for(grpc));
         };
         exchange.routed(&route.stats, &self.observers);
-        let record = Record::new(route, upstream);
+        let record = Record::new(route);
         // An upgrade (WebSocket) keeps its Upgrade headers and becomes a tunnel on 101; so does
         // a WebSocket over HTTP/2, sent to the target as an HTTP/1.1 upgrade.
         let over_h2 = tunnel::websocket_over_h2_as_upgrade(&mut request);
@@ -191,12 +192,13 @@ impl Proxy {
             upgrade: upgrade.is_some(),
         };
         match self.forward(request, call, route, upstream, exchange).await {
-            Ok((mut response, in_flight)) => {
+            Ok(answer) => {
+                let mut response = answer.response;
                 if let Some(downstream_upgrade) = upgrade
                     && response.status() == StatusCode::SWITCHING_PROTOCOLS
                 {
                     // The tunnel keeps the target counted as busy while it is open.
-                    let tunnel_in_flight = in_flight.target().start_request();
+                    let tunnel_in_flight = answer.in_flight.target().start_request();
                     tunnel::spawn(
                         downstream_upgrade,
                         hyper::upgrade::on(&mut response),
@@ -204,7 +206,8 @@ impl Proxy {
                         tunnel_in_flight,
                         route.name.clone(),
                     );
-                    let record = record.answered(response.status(), in_flight);
+                    // The tunnel has the connection now; it never goes back to a pool.
+                    let record = record.answered(answer.in_flight, None);
                     if over_h2 {
                         tunnel::accept_websocket_over_h2(&mut response);
                     }
@@ -212,10 +215,9 @@ impl Proxy {
                     headers::add_via(response.headers_mut());
                     return ResponseBody::recorded(response, record);
                 }
-                let record = record.answered(response.status(), in_flight);
+                let record = record.answered(answer.in_flight, answer.connection);
                 let mut response = response.map(Either::Left);
-                headers::remove_hop_by_hop(response.headers_mut());
-                headers::add_via(response.headers_mut());
+                headers::rewrite_response(response.headers_mut());
                 ResponseBody::recorded(response, record)
             }
             Err(error) => {
