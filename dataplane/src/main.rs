@@ -47,6 +47,12 @@ struct Flags {
     #[arg(long, env = "GATEWAY_MAX_HEADERS", default_value_t = 100)]
     max_headers: usize,
 
+    /// Let HTTP/1.1 requests with a body on GET through (APIs such as Elasticsearch's `_search`
+    /// send one). By default they are refused with 400: a next hop that ignores a GET body
+    /// reads it as the next request (request smuggling).
+    #[arg(long, env = "GATEWAY_ALLOW_GET_BODY")]
+    allow_get_body: bool,
+
     /// HTTP/2: streams a client may have open at once on one connection.
     #[arg(long, env = "GATEWAY_H2_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     h2_max_concurrent_streams: u32,
@@ -235,6 +241,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         h2_connection_window: flags.h2_connection_window,
         h2_keep_alive_interval: flags.h2_keep_alive,
         h2_keep_alive_timeout: flags.h2_keep_alive,
+        allow_get_body: flags.allow_get_body,
         ..ServerLimits::default()
     };
     // A fresh start binds before anything else, so a taken port fails fast; a successor takes

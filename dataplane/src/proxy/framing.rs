@@ -13,14 +13,20 @@ use http::header::{self, HeaderMap};
 use http::{Method, Request, Version};
 
 /// Why `request` must be refused, if it must. HTTP/2 frames bodies itself and is not checked.
-pub fn refusal<B>(request: &Request<B>) -> Option<&'static str> {
+/// `allow_get_body` lets a body on GET through (for APIs that search with one, such as
+/// Elasticsearch's `_search`); it is still framed by one `Content-Length` or one `chunked`.
+pub fn refusal<B>(request: &Request<B>, allow_get_body: bool) -> Option<&'static str> {
     if request.version() >= Version::HTTP_2 {
         return None;
     }
-    head_refusal(request.method(), request.headers())
+    head_refusal(request.method(), request.headers(), allow_get_body)
 }
 
-fn head_refusal(method: &Method, headers: &HeaderMap) -> Option<&'static str> {
+fn head_refusal(
+    method: &Method,
+    headers: &HeaderMap,
+    allow_get_body: bool,
+) -> Option<&'static str> {
     if headers.keys().any(|name| imitates_framing(name.as_str())) {
         return Some("a header name imitating Transfer-Encoding or Content-Length");
     }
@@ -50,7 +56,7 @@ fn head_refusal(method: &Method, headers: &HeaderMap) -> Option<&'static str> {
     // GET and HEAD bodies have no meaning (RFC 9110 §9.3.1–2), and servers that ignore them read
     // the body as the next request.
     let has_body = chunked || length.is_some_and(|value| value.as_bytes() != b"0");
-    if has_body && (method == Method::GET || method == Method::HEAD) {
+    if has_body && (method == Method::HEAD || (method == Method::GET && !allow_get_body)) {
         return Some("a body on GET or HEAD");
     }
     None
@@ -88,7 +94,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        refusal(&request.body(()).unwrap())
+        refusal(&request.body(()).unwrap(), false)
     }
 
     fn post(pairs: &[(&'static str, &'static str)]) -> Option<&'static str> {
@@ -166,12 +172,38 @@ mod tests {
     }
 
     #[test]
+    fn a_get_body_passes_when_the_listener_allows_it_but_not_a_head_body() {
+        let request = |method: Method| {
+            Request::builder()
+                .method(method)
+                .header("content-length", "22")
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(refusal(&request(Method::GET), true), None);
+        assert_eq!(
+            refusal(&request(Method::HEAD), true),
+            Some("a body on GET or HEAD")
+        );
+        let both = Request::builder()
+            .method(Method::GET)
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "22")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            refusal(&both, true),
+            Some("both Transfer-Encoding and Content-Length")
+        );
+    }
+
+    #[test]
     fn http2_is_left_to_its_own_framing() {
         let request = Request::builder()
             .version(Version::HTTP_2)
             .header("transfer_encoding", "chunked")
             .body(())
             .unwrap();
-        assert_eq!(refusal(&request), None);
+        assert_eq!(refusal(&request, false), None);
     }
 }

@@ -60,6 +60,8 @@ pub struct Downstream {
     pub client: SocketAddr,
     /// Arrived on the TLS listener.
     pub tls: bool,
+    /// The listener lets a body on GET through ([`ServerLimits::allow_get_body`]).
+    pub allow_get_body: bool,
 }
 
 thread_local! {
@@ -133,8 +135,12 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ObservedBody> {
-        self.handle_from(request, Downstream { client, tls: false })
-            .await
+        let downstream = Downstream {
+            client,
+            tls: false,
+            allow_get_body: false,
+        };
+        self.handle_from(request, downstream).await
     }
 
     /// Serves one request; failures are already responses (gRPC statuses for gRPC calls).
@@ -160,7 +166,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
         let grpc = grpc::is_grpc(request.headers());
-        if let Some(reason) = framing::refusal(&request) {
+        if let Some(reason) = framing::refusal(&request, downstream.allow_get_body) {
             let error = ProxyError::Malformed(reason);
             exchange.failed(&error);
             return ResponseBody::unrouted(error.into_response());

@@ -49,6 +49,8 @@ pub struct ServerLimits {
     /// connection is closed with GOAWAY.
     pub h2_max_pending_accept_reset_streams: usize,
     pub h2_max_local_error_reset_streams: usize,
+    /// HTTP/1.1: let a body on GET through instead of refusing it as ambiguous framing (400).
+    pub allow_get_body: bool,
 }
 
 impl Default for ServerLimits {
@@ -64,6 +66,7 @@ impl Default for ServerLimits {
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 256,
+            allow_get_body: false,
         }
     }
 }
@@ -119,6 +122,7 @@ pub async fn serve_with(
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(limits.builder());
     let handshake_timeout = limits.header_read_timeout;
+    let allow_get_body = limits.allow_get_body;
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -139,6 +143,7 @@ pub async fn serve_with(
             builder: Arc::clone(&builder),
             watcher: graceful.watcher(),
             client,
+            allow_get_body,
         };
         match &tls {
             None => {
@@ -174,6 +179,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     client: SocketAddr,
+    allow_get_body: bool,
 }
 
 impl Connection {
@@ -186,8 +192,13 @@ impl Connection {
             builder,
             watcher,
             client,
+            allow_get_body,
         } = self;
-        let downstream = Downstream { client, tls };
+        let downstream = Downstream {
+            client,
+            tls,
+            allow_get_body,
+        };
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);
             async move {

@@ -763,3 +763,45 @@ async fn ambiguous_requests_get_400_and_a_closed_connection() {
         "nothing ambiguous reached the upstream"
     );
 }
+
+/// `--allow-get-body` lets a GET with a body through to the target (APIs such as
+/// Elasticsearch's `_search` need it); a HEAD body and conflicting framing are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_allows_get_bodies_forwards_them() {
+    let mut gw = Gateway::start(0).await;
+    gw.dps.push(
+        DataPlane::start_with_args(&[gw.cp.grpc_addr()], "dp-1", &["--allow-get-body"]).await,
+    );
+    let upstream = TestUpstream::start("upstream-a").await;
+    route_to(&gw.cp, "web", "search.local", "web", &[&upstream]).await;
+    gw.dp()
+        .wait_for_response(SOON, "search.local", "/", StatusCode::OK, None)
+        .await;
+
+    let answer = raw_exchange(
+        gw.dp().addr(),
+        "GET /_search HTTP/1.1\r\nHost: search.local\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        upstream.seen().iter().any(|r| r.path == "/_search"),
+        "the GET with a body reached the target"
+    );
+    for (name, request) in [
+        (
+            "HEAD with a body",
+            "HEAD / HTTP/1.1\r\nHost: search.local\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+        (
+            "GET with both framings",
+            "GET / HTTP/1.1\r\nHost: search.local\r\nTransfer_Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+    ] {
+        let answer = raw_exchange(gw.dp().addr(), request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{name}: expected 400, got {answer:?}"
+        );
+    }
+}
