@@ -303,8 +303,7 @@ impl Store {
         }
 
         let hash = config_hash(&new);
-        let config_json = serde_json::to_string(&self.sealer.seal_config(&new)?)
-            .map_err(|e| ApiError::Internal(format!("encoding config: {e}")))?;
+        let config_json = self.sealer.config_json(&mut new)?;
         let changes_json = serde_json::to_string(&changes)
             .map_err(|e| ApiError::Internal(format!("encoding changes: {e}")))?;
         let now = now_ms();

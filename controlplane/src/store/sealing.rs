@@ -70,13 +70,18 @@ impl Sealer {
         Ok(())
     }
 
-    /// `config` as stored in `config_versions`: every private key sealed.
-    pub(super) fn seal_config(&self, config: &Config) -> Result<Config, ApiError> {
-        let mut sealed = config.clone();
-        for certificate in &mut sealed.certificates {
-            *certificate = self.seal_certificate(certificate)?;
-        }
-        Ok(sealed)
+    /// `config` as JSON for `config_versions`, every private key sealed. Only the certificates
+    /// are copied (sealed), never the whole config: it is put back as it was.
+    pub(super) fn config_json(&self, config: &mut Config) -> Result<String, ApiError> {
+        let sealed = config
+            .certificates
+            .iter()
+            .map(|certificate| self.seal_certificate(certificate))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plain = std::mem::replace(&mut config.certificates, sealed);
+        let json = serde_json::to_string(&*config);
+        config.certificates = plain;
+        json.map_err(|e| ApiError::Internal(format!("encoding config: {e}")))
     }
 
     /// Reads a config from `config_versions`, its private keys opened.
@@ -129,9 +134,8 @@ impl Store {
         .await?;
         for row in &versions {
             let version: i64 = row.try_get(0)?;
-            let config = self.sealer.open_config(&row.try_get::<String, _>(1)?)?;
-            let text = serde_json::to_string(&self.sealer.seal_config(&config)?)
-                .map_err(|e| ApiError::Internal(format!("encoding config: {e}")))?;
+            let mut config = self.sealer.open_config(&row.try_get::<String, _>(1)?)?;
+            let text = self.sealer.config_json(&mut config)?;
             sqlx::query("UPDATE config_versions SET config = $1 WHERE version = $2")
                 .bind(text)
                 .bind(version)

@@ -126,7 +126,8 @@ pub fn add_forwarding(
         Some(earlier) => format!("{earlier}, {client}"),
         None => client.to_string(),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    // The String becomes the value's bytes as it is, without a second copy.
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let proto = if tls { "https" } else { "http" };
@@ -140,7 +141,7 @@ pub fn add_forwarding(
 /// Appends this gateway to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
     let via = match joined(headers, &header::VIA) {
-        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, 1.1 gateway")).unwrap_or(VIA),
+        Some(earlier) => HeaderValue::try_from(format!("{earlier}, 1.1 gateway")).unwrap_or(VIA),
         None => VIA,
     };
     headers.insert(header::VIA, via);
