@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -223,6 +223,9 @@ impl Proxy {
                 }
                 let record = record.answered(answer.in_flight, answer.connection);
                 let mut response = response.map(Either::Left);
+                // The client hears this gateway's HTTP version, not the target's: an HTTP/1.0
+                // target must not turn the client's HTTP/1.1 exchange into HTTP/1.0 (and a close).
+                *response.version_mut() = Version::HTTP_11;
                 headers::rewrite_response(response.headers_mut());
                 ResponseBody::recorded(response, record)
             }

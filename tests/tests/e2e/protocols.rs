@@ -805,3 +805,54 @@ async fn a_listener_that_allows_get_bodies_forwards_them() {
         );
     }
 }
+
+/// A target that still speaks HTTP/1.0 is answered to the client in HTTP/1.1: the client hears
+/// the gateway's version, not the target's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_target_is_answered_in_http_1_1() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let gw = Gateway::start(1).await;
+    let created = gw
+        .cp
+        .ctl(&["upstream", "create", "old", "--target", &address])
+        .await;
+    assert!(created.success(), "{created:?}");
+    let created = gw
+        .cp
+        .ctl(&[
+            "route",
+            "create",
+            "old",
+            "--host",
+            "old.local",
+            "--path-prefix",
+            "/",
+            "--upstream",
+            "old",
+        ])
+        .await;
+    assert!(created.success(), "{created:?}");
+    gw.dp()
+        .wait_for_response(SOON, "old.local", "/", StatusCode::OK, Some("ok"))
+        .await;
+
+    let answer = raw_exchange(
+        gw.dp().addr(),
+        "GET / HTTP/1.1\r\nHost: old.local\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
