@@ -53,6 +53,11 @@ struct Flags {
     #[arg(long, env = "GATEWAY_ALLOW_GET_BODY")]
     allow_get_body: bool,
 
+    /// HTTP/2: a connection with no open stream for this long gets GOAWAY and is closed
+    /// (idle HTTP/1.1 keep-alive connections are bounded by --header-read-timeout).
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
     /// HTTP/2: streams a client may have open at once on one connection.
     #[arg(long, env = "GATEWAY_H2_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     h2_max_concurrent_streams: u32,
@@ -242,6 +247,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         h2_keep_alive_interval: flags.h2_keep_alive,
         h2_keep_alive_timeout: flags.h2_keep_alive,
         allow_get_body: flags.allow_get_body,
+        idle_timeout: flags.idle_timeout,
         ..ServerLimits::default()
     };
     // A fresh start binds before anything else, so a taken port fails fast; a successor takes

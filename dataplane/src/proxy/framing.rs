@@ -3,11 +3,13 @@
 //!
 //! hyper already refuses invalid names, obs-fold, bad chunking, conflicting `Content-Length`s and
 //! a `Transfer-Encoding` not ending in chunked. These rules cover what it lets through, from the
-//! parsed head alone: each looks at a few headers, and none allocates. What hyper hides cannot be
-//! checked here: with both `Transfer-Encoding` and `Content-Length` it drops the length, reads the
-//! body as chunked and closes the connection after the response (RFC 9112 §6.1), and it keeps
-//! one of identical duplicate `Content-Length`s (§6.3); the gateway re-frames every body it
-//! forwards, so neither reaches an upstream ambiguous.
+//! parsed head alone: each looks at a few headers, and none allocates. What hyper hides from the
+//! parsed head is found below it, in the connection's bytes, by [`super::head_audit`]: with both
+//! `Transfer-Encoding` and `Content-Length` hyper drops the length, and of identical duplicate
+//! `Content-Length`s it keeps one; the audit's verdict reaches [`super::Proxy`] in
+//! [`super::Downstream::refused`] and is answered by the same path as these rules. The same two
+//! checks stay here, cheap, for requests that did not come through hyper's parser (built in
+//! process, as in the tests).
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Version};

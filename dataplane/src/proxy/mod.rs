@@ -14,10 +14,12 @@
 
 mod body;
 mod client;
+mod connections;
 mod error;
 mod forward;
 mod framing;
 pub mod grpc;
+mod head_audit;
 pub mod headers;
 pub mod observe;
 mod pool;
@@ -62,6 +64,9 @@ pub struct Downstream {
     pub tls: bool,
     /// The listener lets a body on GET through ([`ServerLimits::allow_get_body`]).
     pub allow_get_body: bool,
+    /// Why the connection's head audit refuses this request: framing hyper resolved while
+    /// parsing, so [`framing`] cannot see it ([`head_audit`]).
+    pub refused: Option<&'static str>,
 }
 
 thread_local! {
@@ -139,6 +144,7 @@ impl Proxy {
             client,
             tls: false,
             allow_get_body: false,
+            refused: None,
         };
         self.handle_from(request, downstream).await
     }
@@ -166,7 +172,10 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
         let grpc = grpc::is_grpc(request.headers());
-        if let Some(reason) = framing::refusal(&request, downstream.allow_get_body) {
+        let refused = downstream
+            .refused
+            .or_else(|| framing::refusal(&request, downstream.allow_get_body));
+        if let Some(reason) = refused {
             let error = ProxyError::Malformed(reason);
             exchange.failed(&error);
             return ResponseBody::unrouted(error.into_response());

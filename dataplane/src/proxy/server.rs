@@ -3,26 +3,31 @@
 //! One code path serves both listeners: the plain one speaks HTTP/1.1 and HTTP/2 with prior
 //! knowledge (h2c), told apart by the connection preface; the TLS one does the same after a
 //! handshake that offers ALPN `h2` and `http/1.1`. Every connection is watched for a graceful
-//! shutdown: HTTP/1.1 connections close once idle, HTTP/2 connections get GOAWAY and finish
-//! their streams.
+//! shutdown ([`connections`](super::connections)): on a drain HTTP/1.1 connections close once
+//! idle and HTTP/2 connections get GOAWAY and finish their streams; an HTTP/2 connection idle
+//! for the idle timeout gets GOAWAY too. Reads pass through the head audit
+//! ([`head_audit`](super::head_audit)) first.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Version, header};
+use http::{HeaderValue, Method, Request, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_rustls::TlsAcceptor;
 
-use super::{Downstream, Proxy, drain, stop_requested};
+use super::connections::{Connections, Counted, DrainSignal, IdleCheck, Streams};
+use super::head_audit::{AuditVerdict, HeadAudit};
+use super::{Downstream, Proxy, stop_requested};
 use crate::app::Gateway;
 
 /// Per-listener protocol limits: the defaults of the `gateway-dataplane` flags.
@@ -51,6 +56,9 @@ pub struct ServerLimits {
     pub h2_max_local_error_reset_streams: usize,
     /// HTTP/1.1: let a body on GET through instead of refusing it as ambiguous framing (400).
     pub allow_get_body: bool,
+    /// HTTP/2: a connection without an open stream for this long gets GOAWAY and is closed
+    /// (HTTP/1.1 keep-alive is bounded by `header_read_timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -67,6 +75,7 @@ impl Default for ServerLimits {
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 256,
             allow_get_body: false,
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -119,7 +128,7 @@ pub async fn serve_with(
     limits: &ServerLimits,
     tls: Option<TlsAcceptor>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new();
     let builder = Arc::new(limits.builder());
     let handshake_timeout = limits.header_read_timeout;
     let allow_get_body = limits.allow_get_body;
@@ -141,9 +150,10 @@ pub async fn serve_with(
         let connection = Connection {
             proxy: Arc::clone(&proxy),
             builder: Arc::clone(&builder),
-            watcher: graceful.watcher(),
+            drain: connections.open(),
             client,
             allow_get_body,
+            idle_timeout: limits.idle_timeout,
         };
         match &tls {
             None => {
@@ -170,16 +180,17 @@ pub async fn serve_with(
     drop(listener);
     let grace = IDLE_GRACE.min(drain_timeout);
     tokio::time::sleep(grace).await;
-    drain(graceful, drain_timeout.saturating_sub(grace)).await;
+    connections.drain(drain_timeout.saturating_sub(grace)).await;
 }
 
 /// One accepted connection and what serving it needs.
 struct Connection {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    drain: DrainSignal,
     client: SocketAddr,
     allow_get_body: bool,
+    idle_timeout: Duration,
 }
 
 impl Connection {
@@ -190,31 +201,87 @@ impl Connection {
         let Connection {
             proxy,
             builder,
-            watcher,
+            mut drain,
             client,
             allow_get_body,
+            idle_timeout,
         } = self;
-        let downstream = Downstream {
-            client,
-            tls,
-            allow_get_body,
-        };
-        let service = service_fn(move |request: Request<Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            async move {
+        let verdict = Arc::new(AuditVerdict::default());
+        let streams = Arc::new(Streams::default());
+        let io = HeadAudit::new(io, Arc::clone(&verdict));
+        let service = {
+            let verdict = Arc::clone(&verdict);
+            let streams = Arc::clone(&streams);
+            service_fn(move |request: Request<Incoming>| {
+                let proxy = Arc::clone(&proxy);
                 let http1 = request.version() < Version::HTTP_2;
-                let mut response = proxy.handle_from(request, downstream).await;
-                // HTTP/2 has no Connection header: its clients learn of the drain from GOAWAY.
-                if http1 && proxy.gateway.is_draining() {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                let connect = request.method() == Method::CONNECT;
+                // hyper calls the service in request order on HTTP/1.1: this is how the
+                // audit's verdict finds its request.
+                let refused = if http1 { verdict.next_request() } else { None };
+                // HTTP/2 streams are counted for the idle timeout; created here, so a stream
+                // reset before its response still ends its count.
+                let stream = (!http1).then(|| streams.start());
+                let verdict = Arc::clone(&verdict);
+                let downstream = Downstream {
+                    client,
+                    tls,
+                    allow_get_body,
+                    refused,
+                };
+                async move {
+                    let mut response = proxy.handle_from(request, downstream).await;
+                    let status = response.status();
+                    let mut stream = stream;
+                    if http1 {
+                        // HTTP/2 has no Connection header: its clients learn of the drain from
+                        // GOAWAY.
+                        if proxy.gateway.is_draining() {
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        if status == StatusCode::SWITCHING_PROTOCOLS
+                            || (connect && status.is_success())
+                        {
+                            // The connection becomes a tunnel: its bytes are not HTTP any more.
+                            verdict.tunnelled();
+                        }
+                    } else if connect
+                        && status.is_success()
+                        && let Some(tunnel) = stream.take()
+                    {
+                        tunnel.keep_open();
+                    }
+                    Ok::<_, Infallible>(response.map(|body| Counted::new(body, stream)))
                 }
-                Ok::<_, Infallible>(response)
-            }
-        });
+            })
+        };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(error) = watcher.watch(connection.into_owned()).await {
+        let mut connection = pin!(connection);
+        let period = IdleCheck::period(idle_timeout);
+        let mut checks = tokio::time::interval_at(Instant::now() + period, period);
+        checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut idle = IdleCheck::default();
+        let mut closing = false;
+        let ended = loop {
+            tokio::select! {
+                ended = connection.as_mut() => break ended,
+                () = drain.started(), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                // HTTP/1.1 connections have hyper's keep-alive timeout: no checks for them.
+                _ = checks.tick(), if !closing && !verdict.is_http1() => {
+                    if verdict.is_http2() && idle.idle(&streams) {
+                        tracing::debug!(%client, ?idle_timeout, "idle HTTP/2 connection: GOAWAY");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        };
+        if let Err(error) = ended {
             tracing::debug!(%client, %error, "proxy connection ended with an error");
         }
     }

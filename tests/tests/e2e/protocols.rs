@@ -680,10 +680,9 @@ async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// hyper reads a request with both Content-Length and Transfer-Encoding as chunked, drops the
-/// Content-Length and closes the connection after the response (RFC 9112 §6.1), so what
-/// follows the chunked body is never read as a request; everything else ambiguous (hyper's
-/// rules and `proxy/framing.rs`) is a 400.
+/// Everything ambiguous (hyper's rules, `proxy/framing.rs` and, for what hyper resolves while
+/// parsing, `proxy/head_audit.rs`) is a 400 with the connection closed: what follows is never
+/// read as a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_requests_get_400_and_a_closed_connection() {
     let gw = Gateway::start(1).await;
@@ -698,6 +697,7 @@ async fn ambiguous_requests_get_400_and_a_closed_connection() {
         "POST / HTTP/1.1\r\nHost: smuggle.local\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: smuggle.local\r\n\r\n",
     )
     .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
     assert!(answer.contains("connection: close"), "{answer:?}");
     let seen = upstream.seen();
@@ -761,6 +761,76 @@ async fn ambiguous_requests_get_400_and_a_closed_connection() {
         upstream.request_count(),
         seen_before,
         "nothing ambiguous reached the upstream"
+    );
+}
+
+/// hyper resolves two framings while parsing and leaves no trace of them in the request: with
+/// both Content-Length and Transfer-Encoding it drops the length, of identical Content-Lengths
+/// it keeps one. The head audit under hyper refuses both; a good request pipelined before the
+/// bad one is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_hyper_resolves_is_refused_by_the_head_audit() {
+    let gw = Gateway::start(1).await;
+    let upstream = TestUpstream::start("upstream-a").await;
+    route_to(&gw.cp, "web", "audit.local", "web", &[&upstream]).await;
+    gw.dp()
+        .wait_for_response(SOON, "audit.local", "/", StatusCode::OK, None)
+        .await;
+    let before = upstream.request_count();
+
+    for (name, request, reason) in [
+        (
+            "Content-Length then Transfer-Encoding",
+            "POST /cl-te HTTP/1.1\r\nHost: audit.local\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (
+            "Transfer-Encoding then Content-Length",
+            "POST /te-cl HTTP/1.1\r\nHost: audit.local\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n0\r\n\r\n",
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (
+            "two identical Content-Lengths",
+            "POST /cl-cl HTTP/1.1\r\nHost: audit.local\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            "more than one Content-Length",
+        ),
+    ] {
+        let answer = raw_exchange(gw.dp().addr(), request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{name}: expected 400, got {answer:?}"
+        );
+        assert!(answer.contains("connection: close"), "{name}: {answer:?}");
+        assert!(answer.contains(reason), "{name}: {answer:?}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{name}: {answer:?}");
+    }
+    assert_eq!(
+        upstream.request_count(),
+        before,
+        "nothing ambiguous reached the upstream"
+    );
+
+    let answer = raw_exchange(
+        gw.dp().addr(),
+        "GET /first HTTP/1.1\r\nHost: audit.local\r\n\r\n\
+         POST /second HTTP/1.1\r\nHost: audit.local\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc\
+         GET /third HTTP/1.1\r\nHost: audit.local\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer:?}");
+    let refused = answer
+        .find("HTTP/1.1 400")
+        .expect("the second request refused");
+    assert!(
+        answer[refused..].contains("more than one Content-Length"),
+        "{answer:?}"
+    );
+    let paths: Vec<String> = upstream.seen().into_iter().map(|r| r.path).collect();
+    assert!(paths.iter().any(|p| p == "/first"), "{paths:?}");
+    assert!(
+        paths.iter().all(|p| p != "/second" && p != "/third"),
+        "{paths:?}"
     );
 }
 
@@ -855,4 +925,64 @@ async fn an_http_1_0_target_is_answered_in_http_1_1() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+/// `--idle-timeout`: an HTTP/2 connection without an open stream for that long gets GOAWAY and
+/// is closed; one whose stream runs longer than the timeout is left alone and serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_after_the_idle_timeout() {
+    let mut gw = Gateway::start(0).await;
+    gw.dps.push(
+        DataPlane::start_with_args(&[gw.cp.grpc_addr()], "dp-1", &["--idle-timeout", "1s"]).await,
+    );
+    let upstream = TestUpstream::start("upstream-a").await;
+    route_to(&gw.cp, "web", "idle.local", "web", &[&upstream]).await;
+    gw.dp()
+        .wait_for_response(SOON, "idle.local", "/", StatusCode::OK, None)
+        .await;
+    let get = || {
+        Request::get("http://idle.local/")
+            .body(Full::new(Bytes::new()))
+            .expect("a request")
+    };
+    let h2c = || async {
+        let tcp = TcpStream::connect(gw.dp().addr()).await.expect("connect");
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("HTTP/2 handshake");
+        (sender, tokio::spawn(connection))
+    };
+
+    let (mut sender, connection) = h2c().await;
+    let response = sender.send_request(get()).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.expect("the body");
+    let idle_since = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    let idle_for = idle_since.elapsed();
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/2 connection is still open after 5 s"
+    );
+    assert!(
+        idle_for >= Duration::from_millis(900),
+        "closed after {idle_for:?} idle, before the timeout"
+    );
+
+    upstream.set_delay(Duration::from_secs(3));
+    let (mut sender, connection) = h2c().await;
+    let response = sender
+        .send_request(get())
+        .await
+        .expect("the stream outlasting the idle timeout is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.expect("the body");
+    upstream.set_delay(Duration::ZERO);
+    let response = sender
+        .send_request(get())
+        .await
+        .expect("the connection still serves after its long stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!connection.is_finished());
 }
