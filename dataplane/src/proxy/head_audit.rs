@@ -300,6 +300,23 @@ impl Scanner {
                         _ => State::ChunkData(left),
                     };
                 }
+                State::Headers
+                    if self.carry.len == 0
+                        && !matches!(
+                            input[0],
+                            b'c' | b'C' | b't' | b'T' | b'u' | b'U' | b' ' | b'\t' | b'\r' | b'\n'
+                        ) =>
+                {
+                    // Most header lines: not a name that matters, not the end of the head. Only
+                    // their end is looked for.
+                    match memchr::memchr(b'\n', input) {
+                        Some(end) => input = &input[end + 1..],
+                        None => {
+                            self.carry.push(input);
+                            return None;
+                        }
+                    }
+                }
                 _ => {
                     let Some(end) = memchr::memchr(b'\n', input) else {
                         self.carry.push(input);
