@@ -697,6 +697,42 @@ mod tests {
         assert_eq!(digits(b""), None);
     }
 
+    #[tokio::test]
+    async fn the_wrapper_passes_bytes_through_and_sets_the_verdict() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let stream = b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\n\
+            Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(7);
+        let verdict = Arc::new(AuditVerdict::default());
+        let mut audited = HeadAudit::new(server, Arc::clone(&verdict));
+        let writer = tokio::spawn(async move {
+            client.write_all(stream).await.unwrap();
+            client
+        });
+        let mut read = vec![0; stream.len()];
+        audited.read_exact(&mut read).await.unwrap();
+        assert_eq!(read, stream);
+        assert!(!verdict.is_http2());
+        assert_eq!(verdict.next_request(), None);
+        assert_eq!(
+            verdict.next_request(),
+            Some("both Transfer-Encoding and Content-Length")
+        );
+        drop(writer.await.unwrap());
+
+        let (mut client, server) = tokio::io::duplex(64);
+        let verdict = Arc::new(AuditVerdict::default());
+        let mut audited = HeadAudit::new(server, Arc::clone(&verdict));
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut preface = [0; 24];
+        audited.read_exact(&mut preface).await.unwrap();
+        assert!(verdict.is_http2());
+    }
+
     #[test]
     fn the_verdict_names_the_refused_request() {
         let verdict = AuditVerdict::default();
