@@ -222,7 +222,8 @@ impl Connection {
                 // HTTP/2 streams are counted for the idle timeout; created here, so a stream
                 // reset before its response still ends its count.
                 let stream = (!http1).then(|| streams.start());
-                let verdict = Arc::clone(&verdict);
+                // Only HTTP/1.1 can turn the connection into a tunnel below hyper.
+                let verdict = http1.then(|| Arc::clone(&verdict));
                 let downstream = Downstream {
                     client,
                     tls,
@@ -241,8 +242,9 @@ impl Connection {
                                 .headers_mut()
                                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
                         }
-                        if status == StatusCode::SWITCHING_PROTOCOLS
-                            || (connect && status.is_success())
+                        if let Some(verdict) = verdict
+                            && (status == StatusCode::SWITCHING_PROTOCOLS
+                                || (connect && status.is_success()))
                         {
                             // The connection becomes a tunnel: its bytes are not HTTP any more.
                             verdict.tunnelled();
@@ -266,6 +268,8 @@ impl Connection {
         let mut closing = false;
         let ended = loop {
             tokio::select! {
+                // The connection first: it is what wakes this task nearly every time.
+                biased;
                 ended = connection.as_mut() => break ended,
                 () = drain.started(), if !closing => {
                     connection.as_mut().graceful_shutdown();
