@@ -117,8 +117,9 @@ fn rewrite_request(bencher: Bencher<'_, '_>) {
         )],
         remove: vec![HeaderName::from_static("cookie")],
     };
+    let client = headers::client_address(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
     let forwarding = Forwarding {
-        client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+        client: &client,
         tls: false,
         upgrade: false,
     };

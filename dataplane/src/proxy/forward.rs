@@ -35,8 +35,8 @@ pub struct Answer {
 /// What the proxy knows of a request besides its route: who sent it, whether it is a gRPC
 /// call, whether it asks for an upgrade.
 #[derive(Debug, Clone, Copy)]
-pub struct Call {
-    pub downstream: Downstream,
+pub struct Call<'a> {
+    pub downstream: &'a Downstream,
     pub grpc: bool,
     pub upgrade: bool,
 }
@@ -45,15 +45,15 @@ impl Proxy {
     pub(super) async fn forward(
         &self,
         request: Request<Incoming>,
-        call: Call,
+        call: Call<'_>,
         route: &RouteEntry,
         upstream: &UpstreamPool,
         exchange: &mut Exchange,
     ) -> Result<Answer, ProxyError> {
         let client = call.downstream.client;
         // A gRPC deadline shorter than the route's timeout wins.
-        let total = match grpc::timeout(request.headers()) {
-            Some(deadline) if call.grpc => deadline.min(route.timeout),
+        let total = match call.grpc.then(|| grpc::timeout(request.headers())) {
+            Some(Some(deadline)) => deadline.min(route.timeout),
             _ => route.timeout,
         };
         let deadline = Instant::now() + total;
@@ -71,7 +71,7 @@ impl Proxy {
             Err(_) => return Err(ProxyError::ResponseTimeout(total)),
         };
         let forwarding = headers::Forwarding {
-            client: call.downstream.client.ip(),
+            client: &call.downstream.client_ip,
             tls: call.downstream.tls,
             upgrade: call.upgrade,
         };

@@ -9,6 +9,8 @@ use http_body_util::{Either, Full};
 
 use super::ProxyBody;
 
+const GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
+
 /// gRPC status codes the gateway answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -23,21 +25,20 @@ pub enum Code {
 
 /// Whether a request is a gRPC call: `content-type: application/grpc` or `application/grpc+…`.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.trim().to_ascii_lowercase();
-            ct == "application/grpc"
-                || ct.starts_with("application/grpc+")
-                || ct.starts_with("application/grpc;")
-        })
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        // Compared in place: every request with a body has a content type to look at.
+        const GRPC: &[u8] = b"application/grpc";
+        let ct = ct.as_bytes().trim_ascii();
+        ct.get(..GRPC.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(GRPC))
+            && matches!(ct.get(GRPC.len()), None | Some(b'+' | b';'))
+    })
 }
 
 /// The call's deadline from `grpc-timeout` (`1*8DIGIT` then one of `H M S m u n`); `None`
 /// when absent or malformed.
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {
         return None;
     }

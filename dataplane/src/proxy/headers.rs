@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use http::Uri;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use super::tunnel;
 use crate::table::HeaderEdits;
@@ -17,7 +17,7 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -29,12 +29,20 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Who sent a request and how, for the forwarding headers.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding {
-    pub client: IpAddr,
+pub struct Forwarding<'a> {
+    /// The client's address as an `X-Forwarded-For` element, formatted once per connection
+    /// ([`client_address`]).
+    pub client: &'a HeaderValue,
     /// Arrived on the TLS listener.
     pub tls: bool,
     /// Asks for an upgrade (WebSocket): its `Upgrade` header is kept.
     pub upgrade: bool,
+}
+
+/// `client` as an `X-Forwarded-For` element.
+pub fn client_address(client: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::try_from(client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// The client's request headers as every attempt sends them: hop-by-hop headers out (but
@@ -44,32 +52,45 @@ pub struct Forwarding {
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     uri: &Uri,
-    forwarding: Forwarding,
+    forwarding: Forwarding<'_>,
     edits: &HeaderEdits,
 ) {
-    let original_host = match headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    let sent_host = headers.get(header::HOST).cloned();
+    let hop_by_hop = has_hop_by_hop(headers);
+    if hop_by_hop {
+        let upgrade = forwarding
+            .upgrade
+            .then(|| tunnel::upgrade_headers(headers))
+            .flatten();
+        let trailers = accepts_trailers(headers);
+        remove_hop_by_hop_always(headers);
+        if trailers {
+            // `TE: trailers` is what gRPC servers require; it says nothing about the connection.
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some((connection, protocol)) = upgrade {
+            headers.insert(header::CONNECTION, connection);
+            headers.insert(header::UPGRADE, protocol);
+        }
+    }
+    let original_host = match sent_host {
+        // A `Connection` header may have listed Host: put it back.
+        Some(host) => {
+            if hop_by_hop {
+                headers.insert(header::HOST, host.clone());
+            }
+            Some(host)
+        }
+        None => {
+            let host = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = &host {
+                headers.insert(header::HOST, host.clone());
+            }
+            host
+        }
     };
-    let upgrade = forwarding
-        .upgrade
-        .then(|| tunnel::upgrade_headers(headers))
-        .flatten();
-    let trailers = accepts_trailers(headers);
-    remove_hop_by_hop(headers);
-    if trailers {
-        // `TE: trailers` is what gRPC servers require; it says nothing about the connection.
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if let Some((connection, protocol)) = upgrade {
-        headers.insert(header::CONNECTION, connection);
-        headers.insert(header::UPGRADE, protocol);
-    }
-    if let Some(host) = &original_host {
-        headers.insert(header::HOST, host.clone());
-    }
     add_forwarding(
         headers,
         forwarding.client,
@@ -85,8 +106,33 @@ pub fn rewrite_response(headers: &mut HeaderMap) {
     add_via(headers);
 }
 
+/// Whether any hop-by-hop header is present. Most messages carry none, and one pass over the
+/// names, which hashes nothing, is far cheaper than looking each of them up.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(is_hop_by_hop)
+}
+
+/// One of [`HOP_BY_HOP`], told by length first: most names fail there.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    match name.len() {
+        2 => name == "te",
+        7 => name == "trailer" || name == "upgrade",
+        10 => name == "connection" || name == "keep-alive",
+        16 => name == "proxy-connection",
+        17 => name == "transfer-encoding",
+        _ => false,
+    }
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if has_hop_by_hop(headers) {
+        remove_hop_by_hop_always(headers);
+    }
+}
+
+fn remove_hop_by_hop_always(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -114,22 +160,16 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Adds `X-Forwarded-*` and `Via` for a request from `client` whose Host was `original_host`;
-/// `tls` when it arrived on the TLS listener.
+/// Adds `X-Forwarded-*` and `Via` for a request from `client` (an address as
+/// [`client_address`] formats it) whose Host was `original_host`; `tls` when it arrived on the
+/// TLS listener.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     original_host: Option<&HeaderValue>,
     tls: bool,
 ) {
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client.to_string(),
-    };
-    // The String becomes the value's bytes as it is, without a second copy.
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    append_to_list(headers, X_FORWARDED_FOR, client);
     let proto = if tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = original_host {
@@ -140,11 +180,29 @@ pub fn add_forwarding(
 
 /// Appends this gateway to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
-    let via = match joined(headers, &header::VIA) {
-        Some(earlier) => HeaderValue::try_from(format!("{earlier}, 1.1 gateway")).unwrap_or(VIA),
-        None => VIA,
-    };
-    headers.insert(header::VIA, via);
+    append_to_list(headers, header::VIA, &VIA);
+}
+
+/// Sets `name` to `value` after every earlier value, as one comma-separated line: one lookup,
+/// and no allocation when the header is new.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    match headers.entry(name) {
+        Entry::Vacant(entry) => {
+            entry.insert(value.clone());
+        }
+        Entry::Occupied(mut entry) => {
+            let mut list = Vec::new();
+            for earlier in entry.iter().filter(|v| !v.is_empty()) {
+                list.extend_from_slice(earlier.as_bytes());
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(value.as_bytes());
+            // Made of valid values and ", ": valid too.
+            if let Ok(joined) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
+                entry.insert(joined);
+            }
+        }
+    }
 }
 
 /// The route's `request_headers`: set (replacing every earlier value), then remove.
@@ -155,16 +213,6 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
     for name in &edits.remove {
         headers.remove(name);
     }
-}
-
-/// All values of a header as one comma-separated list; `None` when absent or not text.
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
 }
 
 #[cfg(test)]
@@ -203,6 +251,15 @@ mod tests {
     }
 
     #[test]
+    fn the_quick_hop_by_hop_test_knows_every_hop_by_hop_name() {
+        assert!(HOP_BY_HOP.iter().all(is_hop_by_hop));
+        for other in [header::HOST, header::CONTENT_TYPE, header::TRAILER.clone()] {
+            assert_eq!(is_hop_by_hop(&other), HOP_BY_HOP.contains(&other));
+        }
+        assert!(!is_hop_by_hop(&HeaderName::from_static("x-upgrade")));
+    }
+
+    #[test]
     fn te_trailers_is_recognised_among_codings() {
         assert!(accepts_trailers(&map(&[("te", "trailers")])));
         assert!(accepts_trailers(&map(&[("te", "gzip, Trailers;q=1")])));
@@ -220,7 +277,7 @@ mod tests {
         let host = HeaderValue::from_static("api.example.com");
         add_forwarding(
             &mut headers,
-            "192.0.2.7".parse().unwrap(),
+            &client_address("192.0.2.7".parse().unwrap()),
             Some(&host),
             false,
         );
@@ -233,7 +290,12 @@ mod tests {
     #[test]
     fn forwarding_headers_start_fresh() {
         let mut headers = HeaderMap::new();
-        add_forwarding(&mut headers, "::1".parse().unwrap(), None, true);
+        add_forwarding(
+            &mut headers,
+            &client_address("::1".parse().unwrap()),
+            None,
+            true,
+        );
         assert_eq!(headers["x-forwarded-for"], "::1");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["via"], "1.1 gateway");

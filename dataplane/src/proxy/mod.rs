@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -57,9 +57,13 @@ pub use tunnel::{
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// Who sent a request, and over what.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Downstream {
     pub client: SocketAddr,
+    /// `client`'s address as an `X-Forwarded-For` element ([`headers::client_address`]): made
+    /// once per connection, since formatting an address costs more than the rest of the
+    /// header rewrite.
+    pub client_ip: HeaderValue,
     /// Arrived on the TLS listener.
     pub tls: bool,
     /// The listener lets a body on GET through ([`ServerLimits::allow_get_body`]).
@@ -142,6 +146,7 @@ impl Proxy {
     ) -> Response<ObservedBody> {
         let downstream = Downstream {
             client,
+            client_ip: headers::client_address(client.ip()),
             tls: false,
             allow_get_body: false,
             refused: None,
@@ -161,14 +166,14 @@ impl Proxy {
             &mut request,
             downstream.client,
         );
-        let response = self.route(request, downstream, &mut exchange).await;
+        let response = self.route(request, &downstream, &mut exchange).await;
         exchange.respond(&self.observers, response)
     }
 
     async fn route(
         &self,
         mut request: Request<Incoming>,
-        downstream: Downstream,
+        downstream: &Downstream,
         exchange: &mut Exchange,
     ) -> Response<ResponseBody> {
         let grpc = grpc::is_grpc(request.headers());

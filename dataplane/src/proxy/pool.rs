@@ -50,8 +50,11 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections by target address; foldhash, as the keys come from the config.
-type Pools = HashMap<Authority, Vec<Idle>, RandomState>;
+/// Idle connections by target address; foldhash, as the keys come from the config. The keys
+/// are the authorities' text: `Authority`'s own `Hash` feeds the hasher a byte at a time (to
+/// ignore case), which made up most of a pool lookup, and a target is always spelt the way
+/// its config spells it.
+type Pools = HashMap<Box<str>, Vec<Idle>, RandomState>;
 
 thread_local! {
     /// This thread's idle connections.
@@ -86,13 +89,19 @@ impl Lease {
             return;
         }
         let now = Instant::now();
+        let key = self.target.as_str();
         IDLE.with_borrow_mut(|idle| {
-            let list = idle.entry(self.target).or_default();
-            expire(list, now);
-            list.push(Idle {
-                sender: self.sender,
-                since: now,
-            });
+            // Looked up by `&str` first, so only a target's first connection allocates a key.
+            if !idle.contains_key(key) {
+                idle.insert(key.into(), Vec::new());
+            }
+            if let Some(list) = idle.get_mut(key) {
+                expire(list, now);
+                list.push(Idle {
+                    sender: self.sender,
+                    since: now,
+                });
+            }
         });
         start_sweeping();
     }
@@ -121,7 +130,9 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(target, connect_timeout, connections).await?;
+    // Boxed: opening a connection is the rare path, and its future would otherwise make every
+    // request's future (moved a few times per request) larger.
+    let mut sender = Box::pin(connect(target, connect_timeout, connections)).await?;
     match sender.send_request(request).await {
         Ok(response) => Ok((response, lease(sender, target))),
         Err(error) => Err(ProxyError::UpstreamFailed(error.into())),
@@ -140,7 +151,7 @@ fn lease(sender: Sender, target: &Authority) -> Lease {
 /// back, and the next is tried.)
 fn take(target: &Authority) -> Option<Sender> {
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.get_mut(target)?;
+        let list = idle.get_mut(target.as_str())?;
         while let Some(entry) = list.pop() {
             if !entry.sender.is_closed() {
                 return Some(entry.sender);

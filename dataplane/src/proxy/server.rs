@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, StatusCode, Version, header};
@@ -27,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::connections::{Connections, Counted, DrainSignal, IdleCheck, Streams};
 use super::head_audit::{AuditVerdict, HeadAudit};
-use super::{Downstream, Proxy, stop_requested};
+use super::{Downstream, Proxy, headers, stop_requested};
 use crate::app::Gateway;
 
 /// Per-listener protocol limits: the defaults of the `gateway-dataplane` flags.
@@ -208,6 +209,7 @@ impl Connection {
         } = self;
         let verdict = Arc::new(AuditVerdict::default());
         let streams = Arc::new(Streams::default());
+        let client_ip = headers::client_address(client.ip());
         let io = HeadAudit::new(io, Arc::clone(&verdict));
         let service = {
             let verdict = Arc::clone(&verdict);
@@ -226,6 +228,7 @@ impl Connection {
                 let verdict = http1.then(|| Arc::clone(&verdict));
                 let downstream = Downstream {
                     client,
+                    client_ip: client_ip.clone(),
                     tls,
                     allow_get_body,
                     refused,
@@ -265,6 +268,18 @@ impl Connection {
         let mut checks = tokio::time::interval_at(Instant::now() + period, period);
         checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut idle = IdleCheck::default();
+        // Resolves once an HTTP/2 connection has been idle for `idle_timeout`. HTTP/1.1
+        // connections have hyper's keep-alive timeout instead: for them it stays pending
+        // without touching its timer, since it is polled on every wake of this task.
+        let mut idle_for_too_long = std::future::poll_fn(|cx| {
+            while !verdict.is_http1() {
+                ready!(checks.poll_tick(cx));
+                if verdict.is_http2() && idle.idle(&streams) {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
         let mut closing = false;
         let ended = loop {
             tokio::select! {
@@ -275,13 +290,10 @@ impl Connection {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                // HTTP/1.1 connections have hyper's keep-alive timeout: no checks for them.
-                _ = checks.tick(), if !closing && !verdict.is_http1() => {
-                    if verdict.is_http2() && idle.idle(&streams) {
-                        tracing::debug!(%client, ?idle_timeout, "idle HTTP/2 connection: GOAWAY");
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
+                () = &mut idle_for_too_long, if !closing => {
+                    tracing::debug!(%client, ?idle_timeout, "idle HTTP/2 connection: GOAWAY");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
                 }
             }
         };
