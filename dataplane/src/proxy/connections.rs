@@ -4,7 +4,8 @@
 //! hyper-util's `GracefulShutdown` only knows drains, and its connection trait is sealed, so
 //! the server runs each connection in its own `select!` over the connection, the drain signal
 //! and a coarse idle check ([`IdleCheck`]); [`Connections`] counts the connections a drain
-//! waits for, as `GracefulShutdown` did (a `watch` channel: one receiver per connection).
+//! waits for, as `GracefulShutdown` did (a `watch` channel: one receiver per connection, never polled) and signals the drain (a
+//! flag and a `Notify`).
 //!
 //! HTTP/1.1 keep-alive connections are bounded by hyper's header read timeout already; an
 //! HTTP/2 connection with no open stream has nothing bounding it but PING liveness, hence
@@ -12,47 +13,84 @@
 //! service is called, one when the response body ends or is dropped) and the idle check reads
 //! the count a few times per timeout, so no timer is reset per request.
 
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// The connections of one listener, for a drain to signal and wait for.
 pub struct Connections {
-    signal: watch::Sender<()>,
+    /// Only counts: a drain waits until every connection has dropped its receiver.
+    open: watch::Sender<()>,
+    drain: Arc<Drain>,
+}
+
+/// Whether the drain has started, and the connections to wake when it does.
+#[derive(Default)]
+struct Drain {
+    started: AtomicBool,
+    notify: Notify,
 }
 
 /// Held by one connection for its whole life: it counts as open until this is dropped.
-pub struct DrainSignal(watch::Receiver<()>);
+pub struct DrainSignal {
+    _open: watch::Receiver<()>,
+    drain: Arc<Drain>,
+}
 
 impl DrainSignal {
-    /// Resolves once the drain starts (or the listener is gone).
-    pub async fn started(&mut self) {
-        let _ = self.0.changed().await;
+    /// Resolves once the drain starts.
+    ///
+    /// It is polled on every wake of its connection's task, so after registering the task's
+    /// waker once it only reads a flag: a waiting `Notified` would take the `Notify`'s lock
+    /// on each poll. A task's waker stays the same for its whole life.
+    pub async fn started(&self) {
+        let notified = self.drain.notify.notified();
+        let mut notified = pin!(notified);
+        // Registered before the flag is read, so a drain starting in between still wakes us.
+        notified.as_mut().enable();
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if self.drain.started.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            if !registered {
+                registered = true;
+                return notified.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await;
     }
 }
 
 impl Connections {
     pub fn new() -> Connections {
         Connections {
-            signal: watch::channel(()).0,
+            open: watch::channel(()).0,
+            drain: Arc::default(),
         }
     }
 
     /// Counts a connection just accepted (before any TLS handshake).
     pub fn open(&self) -> DrainSignal {
-        DrainSignal(self.signal.subscribe())
+        DrainSignal {
+            _open: self.open.subscribe(),
+            drain: Arc::clone(&self.drain),
+        }
     }
 
     /// Tells every connection to finish (HTTP/1.1 once idle, HTTP/2 with GOAWAY) and waits for
     /// them all, at most `timeout`.
     pub async fn drain(self, timeout: Duration) {
-        let _ = self.signal.send(());
-        if tokio::time::timeout(timeout, self.signal.closed())
+        self.drain.started.store(true, Ordering::Release);
+        self.drain.notify.notify_waiters();
+        if tokio::time::timeout(timeout, self.open.closed())
             .await
             .is_err()
         {

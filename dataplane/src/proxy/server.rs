@@ -202,7 +202,7 @@ impl Connection {
         let Connection {
             proxy,
             builder,
-            mut drain,
+            drain,
             client,
             allow_get_body,
             idle_timeout,
