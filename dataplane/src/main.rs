@@ -35,7 +35,7 @@ struct Flags {
 
     /// Time a client has to send request headers (and to finish a TLS handshake); also how
     /// long an idle HTTP/1.1 keep-alive connection waits for its next request.
-    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     header_read_timeout: Duration,
 
     /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes; beyond it the request
@@ -55,7 +55,7 @@ struct Flags {
 
     /// HTTP/2: a connection with no open stream for this long gets GOAWAY and is closed
     /// (idle HTTP/1.1 keep-alive connections are bounded by --header-read-timeout).
-    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_timeout)]
     idle_timeout: Duration,
 
     /// HTTP/2: streams a client may have open at once on one connection.
@@ -81,7 +81,7 @@ struct Flags {
     workers: Option<u16>,
 
     /// An upgraded (WebSocket) connection through which no byte moves for this long is closed.
-    #[arg(long, env = "GATEWAY_TUNNEL_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GATEWAY_TUNNEL_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     tunnel_idle_timeout: Duration,
 
     /// Address of the admin listener (/healthz, /readyz, /config, /metrics).
@@ -187,6 +187,19 @@ fn parse_label(raw: &str) -> Result<(String, String), String> {
             Ok((key.trim().to_string(), value.trim().to_string()))
         }
         _ => Err(format!("{raw:?} is not KEY=VALUE")),
+    }
+}
+
+/// A timeout: a duration above zero (a zero timeout would close every connection at once).
+fn parse_timeout(raw: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(raw) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(format!(
+            "{raw:?} is zero; a timeout must be longer (such as 30s)"
+        )),
+        Err(error) => Err(format!(
+            "{raw:?} is not a duration such as 30s or 2m: {error}"
+        )),
     }
 }
 

@@ -96,7 +96,7 @@ impl Lease {
                 idle.insert(key.into(), Vec::new());
             }
             if let Some(list) = idle.get_mut(key) {
-                expire(list, now);
+                drop_timed_out(list, now);
                 list.push(Idle {
                     sender: self.sender,
                     since: now,
@@ -159,6 +159,17 @@ fn take(target: &Authority) -> Option<Sender> {
         }
         None
     })
+}
+
+/// Drops the connections of `list` idle past the timeout. Runs on every release, so it must
+/// not walk the list (hundreds of connections under high concurrency): the list is in the
+/// order connections came back, so the timed-out ones are a prefix, found by binary search.
+/// Closed ones are skipped by [`take`] and swept by [`expire`].
+fn drop_timed_out(list: &mut Vec<Idle>, now: Instant) {
+    let timed_out = list.partition_point(|entry| now.duration_since(entry.since) >= IDLE_TIMEOUT);
+    if timed_out > 0 {
+        list.drain(..timed_out);
+    }
 }
 
 /// Drops the connections of `list` that are closed or idle past the timeout (the oldest are
@@ -296,6 +307,36 @@ mod tests {
         exchange(&target, &connections, false).await;
         exchange(&target, &connections, true).await;
         assert_eq!(connections.counts(target.as_str()).0, 2);
+    }
+
+    #[tokio::test]
+    async fn a_release_drops_only_the_connections_idle_past_the_timeout() {
+        let target = upstream(true).await;
+        let connections = ConnectionRegistry::default();
+        let mut leases = Vec::new();
+        for _ in 0..3 {
+            let (response, lease) = send(
+                request(&target),
+                &target,
+                Duration::from_secs(5),
+                &connections,
+            )
+            .await
+            .unwrap();
+            response.into_body().collect().await.unwrap();
+            leases.push(lease);
+        }
+        leases.into_iter().for_each(Lease::release);
+        IDLE.with_borrow_mut(|idle| {
+            let list = idle.get_mut(target.as_str()).unwrap();
+            assert_eq!(list.len(), 3);
+            // The two oldest came back a full timeout before the newest.
+            let newest = list[2].since + IDLE_TIMEOUT;
+            list[2].since = newest;
+            drop_timed_out(list, newest);
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].since, newest);
+        });
     }
 
     #[tokio::test]

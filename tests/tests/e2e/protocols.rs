@@ -986,3 +986,23 @@ async fn idle_http2_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!connection.is_finished());
 }
+
+#[test]
+fn a_zero_timeout_flag_is_refused_naming_the_flag() {
+    for flag in [
+        "--idle-timeout",
+        "--header-read-timeout",
+        "--tunnel-idle-timeout",
+    ] {
+        let output = std::process::Command::new(gateway_tests::binary_path("gateway-dataplane"))
+            .args([flag, "0s"])
+            .output()
+            .expect("running gateway-dataplane");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("is zero"),
+            "{flag}: {stderr}"
+        );
+    }
+}
