@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::app::Gateway;
@@ -105,8 +106,15 @@ impl Listeners {
     }
 }
 
+/// Connections the kernel completes and queues while every worker is busy. The standard
+/// library listens with 128, which a pool of a few hundred connections opened at once (a load
+/// balancer starting, clients reconnecting after a restart) overflows: the surplus handshakes
+/// are dropped and retried by the clients hundreds of milliseconds later. NGINX and HAProxy
+/// are commonly given the same 4096; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
 fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).map_err(|error| {
+    listen(address).map_err(|error| {
         let reason = match error.kind() {
             io::ErrorKind::AddrInUse => "address in use".to_string(),
             io::ErrorKind::AddrNotAvailable => "address not available on this host".to_string(),
@@ -115,6 +123,20 @@ fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
         };
         anyhow::anyhow!("cannot listen on {address} ({flag}): {reason}")
     })
+}
+
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As the standard library does: a restarted data plane can bind while connections of its
+    // predecessor are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// What ends a data plane.
@@ -197,5 +219,39 @@ async fn next_signal() -> Exit {
         _ = tokio::signal::ctrl_c() => Exit::Drain,
         _ = term.recv() => Exit::Drain,
         _ = quit.recv() => Exit::HandOff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More connections at once than the standard library's backlog of 128, none accepted yet:
+    /// the kernel must complete and queue every handshake instead of dropping the surplus.
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_while_no_worker_accepts() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "--listen").unwrap();
+        let address = listener.local_addr().unwrap();
+        // The kernel caps the backlog at net.core.somaxconn (4096 since Linux 5.4).
+        let burst = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|max| max.trim().parse::<usize>().ok())
+            .map_or(300, |max| max.min(300));
+        let connects: Vec<_> = (0..burst)
+            .map(|_| {
+                tokio::spawn(tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(address),
+                ))
+            })
+            .collect();
+        let mut established = 0;
+        for connect in connects {
+            if let Ok(Ok(Ok(_stream))) = connect.await {
+                established += 1;
+            }
+        }
+        assert_eq!(established, burst);
+        drop(listener);
     }
 }

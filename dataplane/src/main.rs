@@ -76,7 +76,8 @@ struct Flags {
     h2_keep_alive: Duration,
 
     /// Proxy worker threads, each with its own single-threaded runtime, accepting on both proxy
-    /// listeners and keeping its own upstream connection pools [default: the available cores].
+    /// listeners and keeping its own upstream connection pools; new connections go to the
+    /// least loaded workers first [default: the available cores].
     #[arg(long, env = "GATEWAY_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 

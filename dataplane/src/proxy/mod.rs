@@ -26,6 +26,7 @@ mod pool;
 mod response;
 mod server;
 mod tunnel;
+mod worker_load;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use tokio::sync::watch;
 use crate::app::Gateway;
 use crate::route::normalize_host;
 use observe::Exchange;
+use worker_load::WorkerLoad;
 
 pub use body::MAX_BUFFERED;
 pub use client::UpstreamClients;
@@ -85,6 +87,10 @@ pub fn enter_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
 }
 
+fn current_worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
 pub struct Proxy {
     gateway: Arc<Gateway>,
     /// One set of pooled clients per worker thread; connections never cross workers.
@@ -92,6 +98,8 @@ pub struct Proxy {
     observers: Observers,
     /// How long an upgraded (WebSocket) connection may pass no byte either way.
     tunnel_idle_timeout: Duration,
+    /// Open client connections per worker, so that accepting spreads them evenly.
+    load: Arc<WorkerLoad>,
 }
 
 impl Proxy {
@@ -129,13 +137,13 @@ impl Proxy {
             clients,
             observers,
             tunnel_idle_timeout,
+            load: WorkerLoad::new(workers),
         })
     }
 
     /// The calling worker's upstream clients.
     fn clients(&self) -> &UpstreamClients {
-        let worker = WORKER.with(Cell::get);
-        &self.clients[worker.min(self.clients.len() - 1)]
+        &self.clients[current_worker().min(self.clients.len() - 1)]
     }
 
     /// Serves one request that arrived in plain HTTP; failures are already responses.

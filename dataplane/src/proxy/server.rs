@@ -9,6 +9,7 @@
 //! ([`head_audit`](super::head_audit)) first.
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -21,14 +22,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_rustls::TlsAcceptor;
 
 use super::connections::{Connections, Counted, DrainSignal, IdleCheck, Streams};
 use super::head_audit::{AuditVerdict, HeadAudit};
-use super::{Downstream, Proxy, headers, stop_requested};
+use super::worker_load::{HANDICAP, OpenOnWorker};
+use super::{Downstream, Proxy, current_worker, headers, stop_requested};
 use crate::app::Gateway;
 
 /// Per-listener protocol limits: the defaults of the `gateway-dataplane` flags.
@@ -133,9 +135,11 @@ pub async fn serve_with(
     let builder = Arc::new(limits.builder());
     let handshake_timeout = limits.header_read_timeout;
     let allow_get_body = limits.allow_get_body;
+    let worker = current_worker();
     loop {
+        let handicap = proxy.load.is_ahead(worker);
         let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept(&listener, handicap) => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -147,7 +151,7 @@ pub async fn serve_with(
             () = stop_requested(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let open = OpenConnection::start(&proxy.gateway);
+        let open = OpenConnection::start(&proxy, worker);
         let connection = Connection {
             proxy: Arc::clone(&proxy),
             builder: Arc::clone(&builder),
@@ -182,6 +186,15 @@ pub async fn serve_with(
     let grace = IDLE_GRACE.min(drain_timeout);
     tokio::time::sleep(grace).await;
     connections.drain(drain_timeout.saturating_sub(grace)).await;
+}
+
+/// The next connection; with a `handicap` (this worker holds more connections than another)
+/// only after [`HANDICAP`], so that the other workers, woken for the same connection, get it.
+async fn accept(listener: &TcpListener, handicap: bool) -> io::Result<(TcpStream, SocketAddr)> {
+    if handicap {
+        tokio::time::sleep(HANDICAP).await;
+    }
+    listener.accept().await
 }
 
 /// One accepted connection and what serving it needs.
@@ -304,24 +317,30 @@ impl Connection {
 }
 
 /// A client connection, counted as open until dropped.
-struct OpenConnection(Arc<Gateway>);
+struct OpenConnection {
+    gateway: Arc<Gateway>,
+    _on_worker: OpenOnWorker,
+}
 
 impl OpenConnection {
-    fn start(gateway: &Arc<Gateway>) -> OpenConnection {
-        let process = &gateway.metrics().process;
+    fn start(proxy: &Proxy, worker: usize) -> OpenConnection {
+        let process = &proxy.gateway.metrics().process;
         process
             .downstream_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         process
             .downstream_connections_active
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenConnection(Arc::clone(gateway))
+        OpenConnection {
+            gateway: Arc::clone(&proxy.gateway),
+            _on_worker: proxy.load.opened(worker),
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0
+        self.gateway
             .metrics()
             .process
             .downstream_connections_active
