@@ -28,7 +28,7 @@ use clap::Parser;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::discovery::MAX_MESSAGE_BYTES;
 use crate::secrets::KeyEncryptionKey;
@@ -181,8 +181,8 @@ async fn main() -> ExitCode {
 
 async fn run(flags: Flags, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     // Listeners first, so a taken port fails before the store is touched.
-    let rest = bind(flags.rest_listen, "--rest-listen").await?;
-    let grpc = bind(flags.grpc_listen, "--grpc-listen").await?;
+    let rest = bind(flags.rest_listen, "--rest-listen")?;
+    let grpc = bind(flags.grpc_listen, "--grpc-listen")?;
     let bootstrap_token =
         match &flags.bootstrap_token_file {
             Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
@@ -227,10 +227,23 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
-async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} ({flag})"))
+/// Connections the kernel queues before they are accepted. Tokio's default (128, the standard
+/// library's) is overflowed when a fleet of data planes reconnects at once, after a restart
+/// of this control plane: the surplus handshakes are dropped and retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("cannot listen on {address} ({flag})"))
 }
 
 fn database_url(flags: &Flags) -> anyhow::Result<String> {

@@ -20,7 +20,7 @@
 #   7. TLS downstream (wrk over HTTPS, HTTP/1.1, 0 B and 1 KiB bodies), the data plane's TLS
 #      listener with a throwaway ECDSA P-256 certificate, NGINX and HAProxy with the same one;
 #   8. upstream connection reuse, from the data plane's /metrics (attempts vs connections
-#      opened over the whole run).
+#      opened): in a window inside one steady keep-alive run, and over the whole run.
 #
 # Set-up: wrk (required), nginx, haproxy and h2load (skipped when absent) are installed with
 # apt-get when missing and running as root; openssl makes the TLS certificate. The workspace is built in release mode (SKIP_BUILD=1 to

@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 static KIB_1: [u8; 1024] = [b'a'; 1024];
 static KIB_16: [u8; 16 * 1024] = [b'b'; 16 * 1024];
@@ -54,9 +54,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    // A backlog of 4096, as the proxies in front get: with tokio's 128, a proxy opening 256
+    // upstream connections at once overflows it and the surplus waits a second for its SYN to
+    // be retried, which would show up as the proxy's latency.
+    let listener = (|| {
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        socket.listen(4096)
+    })()
+    .with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("bench-upstream listening on {listen}");
     loop {
         let (stream, _) = match listener.accept().await {
