@@ -348,3 +348,37 @@ fn init_logging(
         .context("installing the log subscriber")?;
     Ok(provider)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fleet reconnecting at once, more than tokio's default backlog of 128, none accepted
+    /// yet: every handshake must complete and wait in the queue.
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_while_none_is_accepted() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "--grpc-listen").unwrap();
+        let address = listener.local_addr().unwrap();
+        // The kernel caps the backlog at net.core.somaxconn (4096 since Linux 5.4).
+        let burst = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|max| max.trim().parse::<usize>().ok())
+            .map_or(300, |max| max.min(300));
+        let connects: Vec<_> = (0..burst)
+            .map(|_| {
+                tokio::spawn(tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(address),
+                ))
+            })
+            .collect();
+        let mut established = 0;
+        for connect in connects {
+            if let Ok(Ok(Ok(_stream))) = connect.await {
+                established += 1;
+            }
+        }
+        assert_eq!(established, burst);
+        drop(listener);
+    }
+}
