@@ -233,17 +233,18 @@ fn one_line(error: &anyhow::Error) -> String {
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    let listen = || -> std::io::Result<TcpListener> {
-        let socket = if address.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(address)?;
-        socket.listen(LISTEN_BACKLOG)
+    listen(address).with_context(|| format!("cannot listen on {address} ({flag})"))
+}
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
     };
-    listen().with_context(|| format!("cannot listen on {address} ({flag})"))
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn database_url(flags: &Flags) -> anyhow::Result<String> {

@@ -57,17 +57,18 @@ async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     // A backlog of 4096, as the proxies in front get: with tokio's 128, a proxy opening 256
     // upstream connections at once overflows it and the surplus waits a second for its SYN to
     // be retried, which would show up as the proxy's latency.
-    let listener = (|| {
-        let socket = if listen.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(listen)?;
-        socket.listen(4096)
-    })()
-    .with_context(|| format!("cannot listen on {listen}"))?;
+    let socket = if listen.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let listener = socket
+        .and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(listen)?;
+            socket.listen(4096)
+        })
+        .with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("bench-upstream listening on {listen}");
     loop {
         let (stream, _) = match listener.accept().await {
