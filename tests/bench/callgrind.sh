@@ -6,6 +6,7 @@
 #   tests/bench/callgrind.sh                 # N=2000 requests, 0 B body, one keep-alive connection
 #   N=5000 BODY=1k tests/bench/callgrind.sh
 #   STRACE=1 tests/bench/callgrind.sh        # also system calls per request (strace -c -f)
+#   HTTP=2 tests/bench/callgrind.sh          # over HTTP/2 (h2c, prior knowledge), sent by h2load
 #
 # It starts a fixed-response upstream (bench-upstream), a control plane on an embedded store
 # with the 10-route benchmark config (bench-config), and the release data plane under
@@ -15,8 +16,8 @@
 # (`callgrind_control -d`), and divides the instructions (Ir) of the whole process, every
 # thread, by N. The dump is kept; `callgrind_annotate` lists the top functions from it.
 #
-# Needs valgrind, curl and the release binaries (cargo build --release --workspace --bins).
-# Knobs: N, WARMUP, BODY (0, 1k, 16k), BASE_PORT (19180), OUT_DIR, TOP (functions listed),
+# Needs valgrind, curl (h2load from nghttp2-client for HTTP=2) and the release binaries (cargo build --release --workspace --bins).
+# Knobs: N, WARMUP, BODY (0, 1k, 16k), HTTP (1 or 2: the client's protocol), BASE_PORT (19180), OUT_DIR, TOP (functions listed),
 # STRACE, CARGO_TARGET_DIR. Only the processes it starts are stopped, by PID.
 set -euo pipefail
 
@@ -24,6 +25,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 N=${N:-2000}
 WARMUP=${WARMUP:-300}
 BODY=${BODY:-0}
+HTTP=${HTTP:-1}
+[[ "$HTTP" == 1 || "$HTTP" == 2 ]] || { echo "HTTP must be 1 or 2, not '$HTTP'" >&2; exit 2; }
 TOP=${TOP:-30}
 BASE_PORT=${BASE_PORT:-19180}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -37,8 +40,10 @@ CP_GRPC=$((BASE_PORT + 5))
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
-for tool in valgrind callgrind_control callgrind_annotate curl; do
-    command -v "$tool" >/dev/null || die "$tool is required (apt-get install valgrind curl)"
+tools=(valgrind callgrind_control callgrind_annotate curl)
+[[ "$HTTP" == 2 ]] && tools+=(h2load)
+for tool in "${tools[@]}"; do
+    command -v "$tool" >/dev/null || die "$tool is required (apt-get install valgrind curl nghttp2-client)"
 done
 for b in gateway-controlplane gateway-dataplane bench-upstream bench-config; do
     [[ -x "$BIN/$b" ]] || die "missing $BIN/$b (cargo build --release --workspace --bins)"
@@ -82,7 +87,15 @@ wait_http() {  # wait_http NAME URL [seconds]
 path() { [[ "$BODY" == 0 ]] && echo / || echo "/$BODY"; }
 # requests COUNT: COUNT sequential requests on one keep-alive connection.
 requests() {
-    curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$DP_PORT$(path)?[1-$1]" |
+    if [[ "$HTTP" == 2 ]]; then
+        # curl 7.88 cannot reuse an h2c connection for a URL glob; h2load sends one at a time.
+        local done
+        done=$(h2load -n "$1" -c 1 -m 1 "http://127.0.0.1:$DP_PORT$(path)" 2>&1 |
+            awk '/^status codes:/ {print $3}')
+        [[ "$done" == "$1" ]] || die "h2load: $done of $1 requests answered 2xx"
+        return 0
+    fi
+    curl -s --http1.1 -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$DP_PORT$(path)?[1-$1]" |
         sort | uniq -c >"$OUT_DIR/statuses.txt"
     grep -qv ' 200$' "$OUT_DIR/statuses.txt" && die "non-200 answers: $(cat "$OUT_DIR/statuses.txt")"
     return 0
@@ -134,7 +147,7 @@ per=$(awk -v ir="$ir" -v n="$N" 'BEGIN{printf "%.0f", ir / n}')
     awk '/file:function/ {on = 1; next} on && /^-- / {exit} on && NF' | head -"$TOP" >"$OUT_DIR/top.txt" || true
 {
     echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo n/a)"
-    echo "body: $BODY, requests: $N (after $WARMUP of warm-up), one keep-alive connection, --workers 1"
+    echo "body: $BODY, HTTP/$HTTP, requests: $N (after $WARMUP of warm-up), one keep-alive connection, --workers 1"
     echo "instructions: $ir in all, $per per request"
     [[ -n "${SYSCALLS:-}" ]] && echo "system calls per request (strace -c -f, start-up included): $SYSCALLS"
     echo "dump: $dump"

@@ -8,7 +8,8 @@
 # What it measures (every figure is a median over alternating rounds, so machine drift hits
 # every contestant alike):
 #   1. max throughput, closed loop (wrk), for 0 B, 1 KiB, 16 KiB and 1 MiB bodies at 50 and 256
-#      connections, with each process's CPU time per request;
+#      connections, with each process's CPU time per request, in all and in user space (the rest
+#      is the kernel's: system calls and the loopback TCP stack, much the same for every proxy);
 #   2. latency p50/p99/p99.9, open loop (bench-openloop) at one fixed rate per cell: half the
 #      lowest proxy maximum from step 1, so every proxy runs at most at half its capacity;
 #   3. the last of 10,000 routes (1,000 upstreams) against the last of 10 routes;
@@ -167,13 +168,22 @@ tree() {
         for c in $(cat "$t" 2>/dev/null); do tree "$c"; done
     done
 }
-cpu_ticks() {  # utime + stime over a process tree
-    local p sum=0 v
+cpu_ticks() {  # "utime stime" over a process tree
+    local p user=0 sys=0 u s
     for p in $(tree "$1"); do
-        v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
-        sum=$((sum + ${v:-0}))
+        read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || true
+        user=$((user + ${u:-0})); sys=$((sys + ${s:-0}))
+        u=0; s=0
     done
-    echo "$sum"
+    echo "$user $sys"
+}
+# cpu_per_request "U0 S0" "U1 S1" REQUESTS -> "total_us user_us": CPU time per request, in all
+# and in user space (the rest is the kernel's: system calls and the loopback TCP stack).
+cpu_per_request() {
+    awk -v a="$1" -v b="$2" -v hz="$HZ" -v n="$3" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        if (n <= 0) { print "0.0 0.0"; exit }
+        printf "%.1f %.1f\n", (y[1] + y[2] - x[1] - x[2]) / hz * 1e6 / n, (y[1] - x[1]) / hz * 1e6 / n }'
 }
 mem_kib() {  # "rss hwm" summed over a process tree
     local p rss=0 hwm=0 a b
@@ -367,7 +377,7 @@ wait_http dataplane-10k "http://127.0.0.1:$DPB_PORT/"
 
 # ------------------------------------------------------------------ measurement helpers
 RESULTS=$OUT_DIR/results.tsv
-printf 'phase\tbody\tconns\tround\tcontestant\trps\tp50_ms\tp99_ms\tp999_ms\terrors\tcpu_us_per_req\n' >"$RESULTS"
+printf 'phase\tbody\tconns\tround\tcontestant\trps\tp50_ms\tp99_ms\tp999_ms\terrors\tcpu_us_per_req\tuser_us_per_req\n' >"$RESULTS"
 HZ=$(getconf CLK_TCK)
 
 path_of() { [[ "$1" == 0 ]] && echo / || echo "/$1"; }
@@ -394,14 +404,14 @@ wrk_run() {
 # measure PHASE BODY CONNS ROUND NAME PID URL SECONDS [HOST]: one wrk run, one results row
 measure() {
     local phase=$1 body=$2 conns=$3 round=$4 name=$5 pid=$6 url=$7 secs=$8 host=${9:-}
-    local out=$OUT_DIR/wrk/$phase-$body-c$conns-r$round-$name.txt a b rps p50 p99 reqs errs cpu
+    local out=$OUT_DIR/wrk/$phase-$body-c$conns-r$round-$name.txt a b rps p50 p99 reqs errs cpu user
     a=$(cpu_ticks "$pid")
     read -r rps p50 p99 reqs errs < <(wrk_run "$url" "$conns" "$secs" "$out" "$host")
     b=$(cpu_ticks "$pid")
-    cpu=$(awk -v a="$a" -v b="$b" -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\n' "$phase" "$body" "$conns" "$round" "$name" \
-        "$rps" "$p50" "$p99" "$errs" "$cpu" >>"$RESULTS"
-    log "$phase body=$body c=$conns r=$round $(printf '%-13s' "$name") rps=$rps p99=${p99}ms errors=$errs cpu=${cpu}us/req"
+    read -r cpu user < <(cpu_per_request "$a" "$b" "$reqs")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\t%s\n' "$phase" "$body" "$conns" "$round" "$name" \
+        "$rps" "$p50" "$p99" "$errs" "$cpu" "$user" >>"$RESULTS"
+    log "$phase body=$body c=$conns r=$round $(printf '%-13s' "$name") rps=$rps p99=${p99}ms errors=$errs cpu=${cpu}us/req (user $user)"
 }
 
 # median COLUMN [awk filter]: the median of a results.tsv column over the matching rows
@@ -497,9 +507,9 @@ if have h2load; then
             a=$(cpu_ticks "${PID[$c]}")
             read -r rps reqs errs < <(h2load_run "${H2_URL[$c]}" "$H2_CONNS" "$DURATION" "$OUT_DIR/wrk/h2-c$H2_CONNS-r$r-$c.txt")
             b=$(cpu_ticks "${PID[$c]}")
-            cpu=$(awk -v a="$a" -v b="$b" -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}')
-            printf 'h2\t0\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\t%s\n' "$H2_CONNS" "$r" "$c" "$rps" "$errs" "$cpu" >>"$RESULTS"
-            log "h2 c=$H2_CONNS×$H2_STREAMS r=$r $(printf '%-10s' "$c") rps=$rps errors=$errs cpu=${cpu}us/req"
+            read -r cpu user < <(cpu_per_request "$a" "$b" "$reqs")
+            printf 'h2\t0\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\t%s\t%s\n' "$H2_CONNS" "$r" "$c" "$rps" "$errs" "$cpu" "$user" >>"$RESULTS"
+            log "h2 c=$H2_CONNS×$H2_STREAMS r=$r $(printf '%-10s' "$c") rps=$rps errors=$errs cpu=${cpu}us/req (user $user)"
         done
     done
 else
@@ -596,7 +606,7 @@ for c in nginx haproxy; do [[ -n "${PID[$c]:-}" ]] && PEER_MEM[$c]=$(mem_kib "${
 # ------------------------------------------------------------------ summary
 # print_proxy_table PHASE: one row per body of PHASE, the data plane against NGINX and HAProxy.
 print_proxy_table() {
-    local phase=$1 c body r cpu bodies
+    local phase=$1 c body r cpu user bodies
     bodies=$(awk -F'\t' -v p="$phase" 'NR > 1 && $1 == p {print $2}' "$RESULTS" | awk '!seen[$0]++')
     printf '| body |'; for c in "${ORDER[@]}"; do [[ $c == direct ]] || printf ' %s |' "$c"; done
     printf ' dp/nginx | dp/haproxy |\n|---|'
@@ -608,7 +618,8 @@ print_proxy_table() {
             [[ $c == direct ]] && continue
             M[$c]=$(median 6 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
             cpu=$(median 11 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
-            printf ' %.0f (%s µs) |' "${M[$c]}" "$cpu"
+            user=$(median 12 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
+            printf ' %.0f (%s µs, user %s) |' "${M[$c]}" "$cpu" "$user"
         done
         r=$(ratio "${M[dataplane]:-nan}" "${M[nginx]:-nan}"); printf ' %s %s |' "$r" "$([[ $r == n/a ]] || verdict "$r >= 1.2")"
         r=$(ratio "${M[dataplane]:-nan}" "${M[haproxy]:-nan}"); printf ' %s %s |\n' "$r" "$([[ $r == n/a ]] || verdict "$r >= 1.1")"
@@ -624,7 +635,7 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; f
     echo "Each proxy uses $CORES workers (NGINX worker_processes, HAProxy nbthread, the data plane's"
     echo "tokio workers). Load average before / after the run: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-    echo "### Max throughput, closed loop (wrk -t$WRK_THREADS, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request"
+    echo "### Max throughput, closed loop (wrk -t$WRK_THREADS, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request (all, and user space)"
     echo
     printf '| body | conns |'; for c in "${ORDER[@]}"; do printf ' %s |' "$c"; done
     printf ' dp/direct | dp/nginx | dp/haproxy |\n|---|---|'
@@ -636,7 +647,8 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; f
             for c in "${ORDER[@]}"; do
                 M[$c]=$(median 6 "\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\"")
                 cpu=$(median 11 "\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\"")
-                printf ' %.0f (%s µs) |' "${M[$c]}" "$cpu"
+                user=$(median 12 "\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\"")
+                printf ' %.0f (%s µs, user %s) |' "${M[$c]}" "$cpu" "$user"
             done
             dp=${M[dataplane]:-nan}
             printf ' %s |' "$(ratio "$dp" "${M[direct]:-nan}")"
@@ -671,12 +683,12 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; f
     echo "Rate: half the lowest proxy maximum of that cell, the same for every contestant."
     echo
     if have h2load; then
-        echo "### HTTP/2 downstream (h2load -c$H2_CONNS -m$H2_STREAMS, h2c, 0 B, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request"
+        echo "### HTTP/2 downstream (h2load -c$H2_CONNS -m$H2_STREAMS, h2c, 0 B, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request (all, and user space)"
         echo
         print_proxy_table h2
     fi
     if [[ $TLS_OK == 1 ]]; then
-        echo "### TLS downstream (wrk over HTTPS, HTTP/1.1, c=$H2_CONNS, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request"
+        echo "### TLS downstream (wrk over HTTPS, HTTP/1.1, c=$H2_CONNS, ${DURATION}s × $ROUNDS rounds), req/s and CPU µs per request (all, and user space)"
         echo
         print_proxy_table tls
     fi

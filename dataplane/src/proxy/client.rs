@@ -54,7 +54,7 @@ struct ClientKey {
 
 #[derive(Debug, Default)]
 pub struct UpstreamClients {
-    clients: ArcSwap<HashMap<ClientKey, HttpClient>>,
+    clients: ArcSwap<HashMap<ClientKey, Arc<HttpClient>>>,
     connections: Arc<ConnectionRegistry>,
 }
 
@@ -74,7 +74,7 @@ impl UpstreamClients {
         upstream: &UpstreamPool,
         connect_timeout: Duration,
         grpc: bool,
-    ) -> HttpClient {
+    ) -> Arc<HttpClient> {
         let transport = &upstream.transport;
         let http2 = match transport.protocol {
             Protocol::Http1 => false,
@@ -87,21 +87,21 @@ impl UpstreamClients {
             http2,
         };
         if let Some(client) = self.clients.load().get(&key) {
-            return client.clone();
+            return Arc::clone(client);
         }
-        let created = build(
+        let created = Arc::new(build(
             connect_timeout,
             transport,
             http2,
             Arc::clone(&self.connections),
-        );
-        let mut chosen = created.clone();
+        ));
+        let mut chosen = Arc::clone(&created);
         self.clients.rcu(|clients| {
             let mut clients = HashMap::clone(clients);
             // Another request may have won the race; use its client, pool and all.
             chosen = clients
                 .entry(key)
-                .or_insert_with(|| created.clone())
+                .or_insert_with(|| Arc::clone(&created))
                 .clone();
             Arc::new(clients)
         });

@@ -247,7 +247,10 @@ impl Connection {
                     refused,
                 };
                 async move {
-                    let mut response = proxy.handle_from(request, downstream).await;
+                    // Boxed once here: hyper moves the service's future into its dispatcher
+                    // (HTTP/1.1) or a task (HTTP/2), and the request's whole state machine is
+                    // kilobytes; a box is two words to move.
+                    let mut response = Box::pin(proxy.handle_from(request, downstream)).await;
                     let status = response.status();
                     let mut stream = stream;
                     if http1 {

@@ -49,7 +49,11 @@ impl RequestIds {
         hex(self.prefix, &mut text[..16]);
         hex(n, &mut text[16..]);
         // Hex digits are always a valid header value.
-        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"))
+        let mut id = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"));
+        // Unique per request: an HTTP/2 encoder that indexed it would evict useful entries
+        // from its table for a value never sent again (HPACK "never indexed").
+        id.set_sensitive(true);
+        id
     }
 }
 
@@ -75,6 +79,11 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a[..16], b[..16]);
         assert_eq!(&b[16..], "0000000000000001");
+    }
+
+    #[test]
+    fn generated_ids_are_never_indexed_by_hpack() {
+        assert!(RequestIds::default().generate().is_sensitive());
     }
 
     #[test]
