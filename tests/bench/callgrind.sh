@@ -16,9 +16,10 @@
 # (`callgrind_control -d`), and divides the instructions (Ir) of the whole process, every
 # thread, by N. The dump is kept; `callgrind_annotate` lists the top functions from it.
 #
-# Needs valgrind, curl (h2load from nghttp2-client for HTTP=2) and the release binaries (cargo build --release --workspace --bins).
-# Knobs: N, WARMUP, BODY (0, 1k, 16k), HTTP (1 or 2: the client's protocol), BASE_PORT (19180), OUT_DIR, TOP (functions listed),
-# STRACE, CARGO_TARGET_DIR. Only the processes it starts are stopped, by PID.
+# Needs valgrind, curl (h2load from nghttp2-client for HTTP=2) and the release binaries
+# (cargo build --release --workspace --bins).
+# Knobs: N, WARMUP, BODY (0, 1k, 16k), HTTP (1 or 2: the client's protocol), BASE_PORT (19180),
+# OUT_DIR, TOP (functions listed), STRACE, CARGO_TARGET_DIR. Only the processes it starts are stopped, by PID.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -89,10 +90,10 @@ path() { [[ "$BODY" == 0 ]] && echo / || echo "/$BODY"; }
 requests() {
     if [[ "$HTTP" == 2 ]]; then
         # curl 7.88 cannot reuse an h2c connection for a URL glob; h2load sends one at a time.
-        local done
-        done=$(h2load -n "$1" -c 1 -m 1 "http://127.0.0.1:$DP_PORT$(path)" 2>&1 |
+        local answered
+        answered=$(h2load -n "$1" -c 1 -m 1 "http://127.0.0.1:$DP_PORT$(path)" 2>&1 |
             awk '/^status codes:/ {print $3}')
-        [[ "$done" == "$1" ]] || die "h2load: $done of $1 requests answered 2xx"
+        [[ "$answered" == "$1" ]] || die "h2load: ${answered:-0} of $1 requests answered 2xx"
         return 0
     fi
     curl -s --http1.1 -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$DP_PORT$(path)?[1-$1]" |

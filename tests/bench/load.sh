@@ -171,9 +171,9 @@ tree() {
 cpu_ticks() {  # "utime stime" over a process tree
     local p user=0 sys=0 u s
     for p in $(tree "$1"); do
+        u=0 s=0
         read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || true
         user=$((user + ${u:-0})); sys=$((sys + ${s:-0}))
-        u=0; s=0
     done
     echo "$user $sys"
 }
@@ -606,7 +606,7 @@ for c in nginx haproxy; do [[ -n "${PID[$c]:-}" ]] && PEER_MEM[$c]=$(mem_kib "${
 # ------------------------------------------------------------------ summary
 # print_proxy_table PHASE: one row per body of PHASE, the data plane against NGINX and HAProxy.
 print_proxy_table() {
-    local phase=$1 c body r cpu user bodies
+    local phase=$1 c body r f cpu user bodies
     bodies=$(awk -F'\t' -v p="$phase" 'NR > 1 && $1 == p {print $2}' "$RESULTS" | awk '!seen[$0]++')
     printf '| body |'; for c in "${ORDER[@]}"; do [[ $c == direct ]] || printf ' %s |' "$c"; done
     printf ' dp/nginx | dp/haproxy |\n|---|'
@@ -616,9 +616,8 @@ print_proxy_table() {
         declare -A M=()
         for c in "${ORDER[@]}"; do
             [[ $c == direct ]] && continue
-            M[$c]=$(median 6 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
-            cpu=$(median 11 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
-            user=$(median 12 "\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\"")
+            f="\$1 == \"$phase\" && \$2 == \"$body\" && \$5 == \"$c\""
+            M[$c]=$(median 6 "$f"); cpu=$(median 11 "$f"); user=$(median 12 "$f")
             printf ' %.0f (%s µs, user %s) |' "${M[$c]}" "$cpu" "$user"
         done
         r=$(ratio "${M[dataplane]:-nan}" "${M[nginx]:-nan}"); printf ' %s %s |' "$r" "$([[ $r == n/a ]] || verdict "$r >= 1.2")"
@@ -645,9 +644,8 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo "**missed**"; f
             printf '| %s | %s |' "$body" "$conns"
             declare -A M=()
             for c in "${ORDER[@]}"; do
-                M[$c]=$(median 6 "\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\"")
-                cpu=$(median 11 "\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\"")
-                user=$(median 12 "\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\"")
+                f="\$1 == \"max\" && \$2 == \"$body\" && \$3 == $conns && \$5 == \"$c\""
+                M[$c]=$(median 6 "$f"); cpu=$(median 11 "$f"); user=$(median 12 "$f")
                 printf ' %.0f (%s µs, user %s) |' "${M[$c]}" "$cpu" "$user"
             done
             dp=${M[dataplane]:-nan}

@@ -54,6 +54,8 @@ struct ClientKey {
 
 #[derive(Debug, Default)]
 pub struct UpstreamClients {
+    /// Behind an `Arc`: a client is a few hundred bytes, and a request holds its upstream's for
+    /// the whole exchange.
     clients: ArcSwap<HashMap<ClientKey, Arc<HttpClient>>>,
     connections: Arc<ConnectionRegistry>,
 }
@@ -99,10 +101,7 @@ impl UpstreamClients {
         self.clients.rcu(|clients| {
             let mut clients = HashMap::clone(clients);
             // Another request may have won the race; use its client, pool and all.
-            chosen = clients
-                .entry(key)
-                .or_insert_with(|| Arc::clone(&created))
-                .clone();
+            chosen = Arc::clone(clients.entry(key).or_insert_with(|| Arc::clone(&created)));
             Arc::new(clients)
         });
         chosen
