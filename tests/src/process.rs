@@ -677,6 +677,24 @@ impl DataPlane {
         .await
     }
 
+    /// Waits until the current generation of the on-disk cache holds `version`. The data plane
+    /// writes its cache just after it ACKs, so a test that kills it right after converging
+    /// must wait for this to find that version cached.
+    pub async fn wait_for_cached(&self, version: u64) {
+        let cache = gateway_dataplane::cache::SnapshotCache::new(self.cache_dir());
+        eventually(CONVERGE_TIMEOUT, || async {
+            let current = cache.load(gateway_dataplane::cache::Generation::Current)?;
+            let cached = current.map(|snapshot| snapshot.version);
+            ensure!(
+                cached == Some(version),
+                "data plane {} has cached {cached:?}, waiting for version {version}",
+                self.node_id
+            );
+            Ok(())
+        })
+        .await;
+    }
+
     /// Waits (up to `timeout`) until `GET path` with `host` answers with the given status and,
     /// if given, body.
     pub async fn wait_for_response(

@@ -121,6 +121,7 @@ async fn a_data_plane_restarts_from_its_cache_while_the_control_plane_is_down() 
     let a = TestUpstream::start("upstream-a").await;
     route_to(&gw.cp, "site-a", "a.local", "pool-a", &[&a]).await;
     let version = gw.converge().await;
+    gw.dps[0].wait_for_cached(version).await;
 
     gw.cp.stop().await;
     let dp: &mut DataPlane = &mut gw.dps[0];
